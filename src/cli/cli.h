@@ -1,0 +1,57 @@
+/* cli.h - shared helpers of the shrink command-line tool. */
+#ifndef SH_CLI_H
+#define SH_CLI_H
+#include <stdint.h>
+
+#include "shrink.h"
+
+/* Exit codes, the same for every command (documented in --help). */
+enum {
+    EXIT_OK = 0,
+    EXIT_FAIL = 1,      /* the operation failed (error message says why) */
+    EXIT_USAGE = 2,     /* bad command line: unknown option, non-numeric value */
+    EXIT_IO = 3,        /* a file could not be read or written */
+    EXIT_FORMAT = 4,    /* corrupt, truncated or unsupported model/data */
+};
+
+#define CLI_EXIT_CODES                                                                  \
+    "Exit codes: 0 success, 1 operation failed, 2 bad command line,\n"                  \
+    "            3 file not readable/writable, 4 corrupt or unsupported model or data.\n"
+
+/* Print "shrink CMD: message" to stderr; returns the exit code for an error code. */
+int cli_fail(const char *cmd, const sh_error *err);
+int cli_exit_code(int sh_code);
+/* Usage error: prints "shrink CMD: message (see shrink CMD --help)", returns EXIT_USAGE. */
+int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Strict numeric parsing: whole string must be a number.  On failure print a
+ * usage error naming the option and return nonzero. */
+int cli_int(const char *cmd, const char *opt, const char *s, int64_t lo, int64_t hi, int64_t *out);
+int cli_float(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
+/* The value of option argv[*i] (advances *i); prints a usage error if missing. */
+const char *cli_arg(const char *cmd, int argc, char **argv, int *i);
+int cli_is_help(const char *a);
+
+/* Progress line on stderr with rate and ETA: "label  done/total  rate unit/s  ETA 12s".
+ * Printed only when stderr is a terminal or after > 2 s, at most every 0.5 s. */
+typedef struct cli_progress {
+    const char *label, *unit;
+    int64_t total;
+    double t0, last;
+    int shown, quiet;
+} cli_progress;
+void cli_progress_start(cli_progress *p, const char *label, const char *unit, int64_t total, int quiet);
+void cli_progress_update(cli_progress *p, int64_t done, const char *extra);
+void cli_progress_end(cli_progress *p);
+
+/* Human-friendly numbers. */
+const char *cli_bytes(int64_t b, char *buf, int n);
+
+/* commands */
+int cmd_info(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+#endif

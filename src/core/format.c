@@ -1,0 +1,151 @@
+/* format.c - the table of storage formats.  One row per format: its traits
+ * (name, block size and bytes, conversions to and from f32).  Quantized and
+ * sparse formats are added here as rows, with their kernels in ops/. */
+#include <math.h>
+#include <string.h>
+
+#include "shrink.h"
+
+_Static_assert(sizeof(float) == 4, "f32 is 4 bytes");
+
+static void f32_to(const void *s, float *d, int64_t n) { memcpy(d, s, (size_t)n * 4); }
+static void f32_from(const float *s, void *d, int64_t n) { memcpy(d, s, (size_t)n * 4); }
+
+/* IEEE half <-> float, round to nearest even. */
+static float half_to_float(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, f;
+    if (exp == 0) {
+        if (man == 0) f = sign;
+        else { /* subnormal */
+            exp = 127 - 15 + 1;
+            while (!(man & 0x400)) { man <<= 1; exp--; }
+            man &= 0x3ff;
+            f = sign | (exp << 23) | (man << 13);
+        }
+    } else if (exp == 31) f = sign | 0x7f800000u | (man << 13);
+    else f = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    float r;
+    memcpy(&r, &f, 4);
+    return r;
+}
+
+static uint16_t float_to_half(float x)
+{
+    uint32_t f;
+    memcpy(&f, &x, 4);
+    uint32_t sign = (f >> 16) & 0x8000;
+    int32_t exp = (int32_t)((f >> 23) & 0xff);
+    uint32_t man = f & 0x7fffff;
+    if (exp == 255) return (uint16_t)(sign | 0x7c00 | (man ? 0x200 : 0));
+    int32_t e = exp - 127 + 15;
+    if (e >= 31) return (uint16_t)(sign | 0x7c00);
+    if (e <= 0) {
+        if (e < -10) return (uint16_t)sign;
+        man |= 0x800000;
+        int shift = 14 - e;
+        uint32_t half_man = man >> shift;
+        uint32_t rem = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half_man & 1))) half_man++;
+        return (uint16_t)(sign | half_man);
+    }
+    uint32_t h = sign | ((uint32_t)e << 10) | (man >> 13);
+    uint32_t rem = man & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;
+    return (uint16_t)h;
+}
+
+static void f16_to(const void *s, float *d, int64_t n)
+{
+    const uint16_t *p = s;
+    for (int64_t i = 0; i < n; i++) d[i] = half_to_float(p[i]);
+}
+static void f16_from(const float *s, void *d, int64_t n)
+{
+    uint16_t *p = d;
+    for (int64_t i = 0; i < n; i++) p[i] = float_to_half(s[i]);
+}
+static void bf16_to(const void *s, float *d, int64_t n)
+{
+    const uint16_t *p = s;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t f = (uint32_t)p[i] << 16;
+        memcpy(&d[i], &f, 4);
+    }
+}
+static void bf16_from(const float *s, void *d, int64_t n)
+{
+    uint16_t *p = d;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t f;
+        memcpy(&f, &s[i], 4);
+        if ((f & 0x7fffffff) > 0x7f800000) { p[i] = (uint16_t)((f >> 16) | 0x40); continue; }
+        f += 0x7fff + ((f >> 16) & 1); /* round to nearest even */
+        p[i] = (uint16_t)(f >> 16);
+    }
+}
+
+static float sat(float v, float lo, float hi)
+{
+    if (!(v == v)) return 0.0f;
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+#define INT_ROW(T, NAME, LO, HI)                                               \
+    static void NAME##_to(const void *s, float *d, int64_t n)                  \
+    {                                                                          \
+        const T *p = s;                                                        \
+        for (int64_t i = 0; i < n; i++) d[i] = (float)p[i];                    \
+    }                                                                          \
+    static void NAME##_from(const float *s, void *d, int64_t n)                \
+    {                                                                          \
+        T *p = d;                                                              \
+        for (int64_t i = 0; i < n; i++) p[i] = (T)nearbyintf(sat(s[i], LO, HI)); \
+    }
+INT_ROW(int8_t, i8, -128.0f, 127.0f)
+INT_ROW(uint8_t, u8, 0.0f, 255.0f)
+INT_ROW(int32_t, i32, -2147483648.0f, 2147483520.0f)
+INT_ROW(int64_t, i64, -9.2233720368547758e18f, 9.2233714e18f)
+
+static void bool_to(const void *s, float *d, int64_t n)
+{
+    const uint8_t *p = s;
+    for (int64_t i = 0; i < n; i++) d[i] = p[i] ? 1.0f : 0.0f;
+}
+static void bool_from(const float *s, void *d, int64_t n)
+{
+    uint8_t *p = d;
+    for (int64_t i = 0; i < n; i++) p[i] = s[i] != 0.0f;
+}
+
+static const sh_format_traits formats[SH_FORMAT_COUNT] = {
+    [SH_F32] = {"f32", 1, 4, 1, f32_to, f32_from},
+    [SH_F16] = {"f16", 1, 2, 1, f16_to, f16_from},
+    [SH_BF16] = {"bf16", 1, 2, 1, bf16_to, bf16_from},
+    [SH_I8] = {"i8", 1, 1, 0, i8_to, i8_from},
+    [SH_U8] = {"u8", 1, 1, 0, u8_to, u8_from},
+    [SH_I32] = {"i32", 1, 4, 0, i32_to, i32_from},
+    [SH_I64] = {"i64", 1, 8, 0, i64_to, i64_from},
+    [SH_BOOL] = {"bool", 1, 1, 0, bool_to, bool_from},
+};
+
+const sh_format_traits *sh_format_get(sh_format f)
+{
+    if ((int)f < 0 || f >= SH_FORMAT_COUNT) return NULL;
+    return &formats[f];
+}
+
+int sh_format_from_name(const char *name)
+{
+    for (int i = 0; i < SH_FORMAT_COUNT; i++)
+        if (formats[i].name && strcmp(formats[i].name, name) == 0) return i;
+    return -1;
+}
+
+size_t sh_format_bytes(sh_format f, int64_t n)
+{
+    const sh_format_traits *t = sh_format_get(f);
+    if (!t || n < 0) return 0;
+    return (size_t)((n + t->block_elems - 1) / t->block_elems) * (size_t)t->block_bytes;
+}

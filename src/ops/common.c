@@ -1,0 +1,87 @@
+/* common.c - helpers shared by op implementations. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "ops.h"
+
+int sh_op_err(sh_kctx *k, int code, const char *fmt, ...)
+{
+    char msg[800];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return sh_err(k->err, code, "node '%s' (%s): %s", k->node ? k->node->name : "?", k->node ? k->node->op : "?",
+                  msg);
+}
+
+int sh_broadcast_shape(int na, const int64_t *a, int nb, const int64_t *b, int *nout, int64_t *out)
+{
+    int n = na > nb ? na : nb;
+    for (int i = 0; i < n; i++) {
+        int64_t da = i < n - na ? 1 : a[i - (n - na)];
+        int64_t db = i < n - nb ? 1 : b[i - (n - nb)];
+        if (da != db && da != 1 && db != 1) return SH_ESHAPE;
+        out[i] = da == 1 ? db : da;
+    }
+    *nout = n;
+    return SH_OK;
+}
+
+void sh_tensor_set_shape(sh_tensor *t, sh_format fmt, int ndim, const int64_t *shape)
+{
+    t->fmt = fmt;
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+    t->nbytes = sh_format_bytes(fmt, sh_shape_numel(ndim, shape));
+}
+
+int sh_tensor_read_ints(const sh_tensor *t, int64_t *v, int max)
+{
+    if (!t || !t->data) return -1;
+    int64_t n = sh_tensor_numel(t);
+    if (n > max) n = max;
+    for (int64_t i = 0; i < n; i++) {
+        switch (t->fmt) {
+        case SH_I64: v[i] = ((const int64_t *)t->data)[i]; break;
+        case SH_I32: v[i] = ((const int32_t *)t->data)[i]; break;
+        case SH_I8: v[i] = ((const int8_t *)t->data)[i]; break;
+        case SH_U8: case SH_BOOL: v[i] = ((const uint8_t *)t->data)[i]; break;
+        default: v[i] = (int64_t)sh_tensor_get_f(t, i); break;
+        }
+    }
+    return (int)n;
+}
+
+float sh_tensor_get_f(const sh_tensor *t, int64_t i)
+{
+    switch (t->fmt) {
+    case SH_F32: return ((const float *)t->data)[i];
+    case SH_I64: return (float)((const int64_t *)t->data)[i];
+    case SH_I32: return (float)((const int32_t *)t->data)[i];
+    case SH_I8: return (float)((const int8_t *)t->data)[i];
+    case SH_U8: case SH_BOOL: return (float)((const uint8_t *)t->data)[i];
+    default: {
+        float f;
+        const sh_format_traits *tr = sh_format_get(t->fmt);
+        tr->to_f32((const char *)t->data + (size_t)i * (size_t)tr->block_bytes, &f, 1);
+        return f;
+    }
+    }
+}
+
+void sh_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+              const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, (blasint)M,
+                (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+}
