@@ -331,8 +331,11 @@ typedef struct sh_dataset {
     float *x;             /* n*c*h*w, normalised to [0,1] */
     int32_t *y;           /* n labels */
     int n_classes;
-    int32_t *tokens;      /* kind 2 */
+    int32_t *tokens;      /* kind 2: all documents, each starting with BOS
+                             when a tokenizer with BOS is used */
     int vocab;
+    int64_t n_docs;       /* kind 2: documents (split on lines "<|endoftext|>") */
+    int64_t *doc_off;     /* n_docs+1 offsets into tokens */
     char *desc;
 } sh_dataset;
 
