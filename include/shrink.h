@@ -74,6 +74,17 @@ typedef enum sh_format {
     SH_I32,
     SH_I64,
     SH_BOOL,
+    SH_CSR,      /* sparse [N,K]: CSR rows, u16/u32 column indices, f32 values */
+    SH_BCSR,     /* sparse [N,K]: CSR of 1 x bw blocks along K (bw 2/4/8/16) */
+    SH_NM,       /* sparse [N,K]: N:M semi-structured (2:4, 4:8), bitmap + f32 */
+    /* Grouped quantized formats, 32 values per group (src/core/quant_formats.h) */
+    SH_Q4_0,     /* "q4_0": int4 symmetric, f16 scale (ggml Q4_0 layout) */
+    SH_Q4_1,     /* "q4_1": int4 asymmetric, f16 scale + min (ggml Q4_1) */
+    SH_Q8_0,     /* "q8_0": int8 symmetric, f16 scale (ggml Q8_0); the activation
+                    format ("vec_dot_type") of the low-bit kernels */
+    SH_Q3_0,     /* "q3_0": int3 symmetric, f16 scale */
+    SH_Q2_1,     /* "q2_1": int2 asymmetric, f16 scale + min */
+    SH_LOG4,     /* "log4": 4-bit power of two (sign + exponent), f16 scale */
     SH_FORMAT_COUNT
 } sh_format;
 
@@ -87,14 +98,48 @@ typedef struct sh_format_traits {
     /* Convert n elements (n a multiple of block_elems). */
     void (*to_f32)(const void *src, float *dst, int64_t n);
     void (*from_f32)(const float *src, void *dst, int64_t n);
+    /* 1 for packed whole-tensor formats (sparse csr/bcsr/nm): data is one
+     * self-describing buffer (header + arrays) whose size depends on the
+     * values, block_elems = block_bytes = 0, sh_format_bytes gives 0, to_f32
+     * unpacks the first n elements of the whole matrix, from_f32 is NULL:
+     * build them with sh_sparse_pack. */
+    int packed;
+    /* 1 for the grouped quantized formats (q4_0 ... log4): block_elems = 32
+     * values per group; to_f32 / from_f32 accept any n (a trailing partial
+     * block is zero-padded, as sh_format_bytes rounds up). */
+    int is_quantized;
 } sh_format_traits;
 
 /* Traits of format f, or NULL if f is out of range. */
 const sh_format_traits *sh_format_get(sh_format f);
 /* Format by name ("f32"...), or -1. */
 int sh_format_from_name(const char *name);
-/* Bytes needed for n elements of format f. */
+/* Bytes needed for n elements of format f (0 for packed formats). */
 size_t sh_format_bytes(sh_format f, int64_t n);
+
+/* Sparse weights (src/core/sparse.c, kernels in src/ops/spmm*.c).
+ * A sparse tensor is a Linear weight W [N out, K in] (a Conv weight viewed as
+ * [Cout, Cin*kh*kw]) with fmt SH_CSR / SH_BCSR / SH_NM, shape [N, K] and data
+ * one packed buffer (header with dims and counts, then the arrays); nbytes is
+ * its real storage size. */
+typedef struct sh_sparse_opts {
+    int block;      /* bcsr block width along K: 2, 4, 8 or 16 (0: 4) */
+    int n, m;       /* nm: keep n of every m columns (0: 2:4); m in 2,4,8,16 */
+    int enforce;    /* nm: keep the n largest |w| of each group; otherwise a
+                       group with more than n non-zeros is an SH_EINVAL error */
+    int idx_bytes;  /* csr/bcsr: 0 (u16 when the columns fit), 2 or 4 */
+} sh_sparse_opts;
+
+typedef struct sh_sparse_info {
+    sh_format fmt;
+    int64_t rows, cols;
+    int64_t stored;     /* values stored (explicit zeros in blocks / groups too) */
+    int64_t nonzero;    /* stored values that are not 0 */
+    int block, n, m, idx_bytes;
+    size_t bytes;       /* whole packed buffer */
+} sh_sparse_info;
+
+/* Sparse functions: after the tensor section below. */
 
 /* ------------------------------------------------------------------------ */
 /* Tensors                                                                   */
@@ -125,6 +170,33 @@ int sh_tensor_resize(sh_tensor *t, sh_format fmt, int ndim, const int64_t *shape
 /* Format "[1,3,28,28]" into buf; returns buf. */
 char *sh_shape_str(int ndim, const int64_t *shape, char *buf, size_t n);
 static inline float *sh_f32(const sh_tensor *t) { return (float *)t->data; }
+
+/* Sparse weights (formats SH_CSR, SH_BCSR, SH_NM; see the formats section). */
+/* 1 if f is one of the sparse formats. */
+int sh_format_is_sparse(sh_format f);
+/* Pack a dense row-major w [rows, cols] into fmt (zeros are dropped; nm keeps
+ * the n largest magnitudes per group when o->enforce).  o may be NULL. */
+int sh_sparse_pack(sh_format fmt, const float *w, int64_t rows, int64_t cols,
+                   const sh_sparse_opts *o, sh_tensor **out, sh_error *err);
+/* Unpack to dense row-major w [rows, cols]. */
+int sh_sparse_unpack(const sh_tensor *t, float *w, sh_error *err);
+/* Check a packed buffer (e.g. read from a file): header, sizes, offsets,
+ * monotone row pointers, every index in range, N:M counts.  SH_EFORMAT with
+ * the reason when it is corrupt; *fmt (may be NULL) gets its format. */
+int sh_sparse_validate(const void *data, size_t nbytes, sh_format *fmt, sh_error *err);
+/* Validate data and wrap it in a tensor [rows, cols] (takes ownership of
+ * data, which must come from malloc, when owns; otherwise a view). */
+int sh_sparse_wrap(void *data, size_t nbytes, int owns, sh_tensor **out, sh_error *err);
+int sh_sparse_get_info(const sh_tensor *t, sh_sparse_info *info, sh_error *err);
+
+/* Y[B, N] = X[B, K] * W^T (+ bias[N]) for a sparse W [N, K]; B >= 1 (fast
+ * paths tuned for B = 1 and B <= 64).  path: 0 best for this CPU, 1 portable
+ * C, 2 AVX2, 3 AVX-512 (SH_EUNSUPPORTED when the CPU lacks it).  nthreads 0:
+ * OpenMP default.  ws: workspace of sh_spmm_workspace(w, B) bytes, or NULL to
+ * allocate one per call. */
+size_t sh_spmm_workspace(const sh_tensor *w, int64_t B, int nthreads);
+int sh_spmm(const sh_tensor *w, const float *x, int64_t B, const float *bias, float *y,
+            int nthreads, int path, void *ws, sh_error *err);
 
 /* ------------------------------------------------------------------------ */
 /* Graph IR                                                                  */
@@ -269,6 +341,11 @@ size_t sh_program_arena_bytes(const sh_program *p, size_t *unplanned);
 int sh_program_backward(sh_program *p, const sh_tensor *const *douts, int n, sh_error *err);
 sh_tensor *sh_program_grad(sh_program *p, const char *value_name);
 void sh_program_zero_grad(sh_program *p);
+/* Request the gradient of a graph input (or a float initializer that is not a
+ * trainable parameter) too: after sh_program_backward it is accumulated into
+ * a buffer read with sh_program_grad and cleared by sh_program_zero_grad.
+ * Training-mode programs only; call before or between runs. */
+int sh_program_require_grad(sh_program *p, const char *value_name, sh_error *err);
 /* Trainable parameters of a training-mode program: float initializers that
  * feed an op's weight/bias inputs.  For i in [0, n): the graph value index,
  * the parameter tensor (a view of the graph's initializer, so updates change
@@ -291,15 +368,29 @@ int sh_onnx_save(const sh_graph *g, const char *path, sh_error *err);
 int sh_tensorproto_load(const char *path, sh_tensor **out, char **name, sh_error *err);
 int sh_tensorproto_save(const sh_tensor *t, const char *name, const char *path, sh_error *err);
 
-/* llama2.c checkpoints (version 0 header) as a graph of the same IR. */
+/* llama2.c checkpoints (version 0 header) as a graph of the same IR.
+ * The graph: input "tokens" (i64 [B,T]) -> Gather(tok_embeddings.weight) ->
+ * per layer RMSNorm, Gemm wq/wk/wv (transB=1, weights [out,in]), RoPE,
+ * Attention (KV cache in inference mode), Gemm wo, Add; RMSNorm, Gemm w1/w3,
+ * SiluMul, Gemm w2, Add -> RMSNorm -> Gemm(output.weight, or the shared
+ * tok_embeddings.weight) -> output "logits" [B,T,vocab].  Weight names are
+ * PyTorch's (layers.{l}.attention.wq.weight ...).  The config is kept in graph
+ * meta ("model_kind" = "llama", "llama.dim", ...). */
 typedef struct sh_llama_config {
     int dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len;
     int shared_classifier;
 } sh_llama_config;
+/* Truncated files, nonsensical headers and missing files give one SH_EFORMAT /
+ * SH_EIO error naming the file (and the tensor that is cut). */
 int sh_llama2c_load(const char *path, sh_graph **out, sh_error *err);
+/* Written atomically; load -> save reproduces the original file byte for byte
+ * (the unused legacy RoPE tables are restored from meta "llama.rope_fix"). */
 int sh_llama2c_save(const sh_graph *g, const char *path, sh_error *err);
-/* Build a Llama graph with random (seeded) weights. */
+/* Build a Llama graph with random (seeded) weights: N(0, 0.02), wo and w2
+ * scaled by 1/sqrt(2 n_layers), norms 1. */
 int sh_llama_build(const sh_llama_config *cfg, uint64_t seed, sh_graph **out, sh_error *err);
+/* Config of a Llama graph: from weight shapes and Attention attributes, the
+ * rest (seq_len) from meta (default 512). */
 int sh_llama_config_of(const sh_graph *g, sh_llama_config *cfg, sh_error *err);
 
 /* Load any supported model by extension / magic (.onnx, .bin). */
@@ -355,6 +446,7 @@ int sh_model_build(const char *kind, uint64_t seed, sh_graph **out, sh_error *er
 typedef struct sh_train_opts {
     const char *optimizer;   /* "sgd" or "adamw" */
     float lr, momentum, weight_decay, beta1, beta2, eps;
+    int nesterov;            /* sgd: Nesterov momentum */
     const char *schedule;    /* "const", "cosine", "step", "onecycle" */
     int step_size;           /* step schedule: epochs per decay */
     float gamma;             /* step schedule factor */
@@ -368,11 +460,51 @@ typedef struct sh_train_opts {
     int seq_len;             /* language models: context per sample */
     const char *checkpoint;  /* path; resume from it if present */
     int checkpoint_every;    /* steps */
-    int verbose;             /* progress lines on stderr */
+    int verbose;             /* progress lines on stderr (only when no callback) */
     int json;
+    float label_smoothing;   /* cross-entropy label smoothing (0: none) */
+    int64_t limit_val;       /* validate on the first N items only (0: all) */
+    /* optional progress callback, called every few steps and after each
+     * epoch (epoch_end=1, val = validation accuracy/NLL or -1) */
+    void (*progress)(void *ctx, int epoch, int64_t step, int64_t total_steps, double loss,
+                     double items_per_s, double eta_s, int epoch_end, double val);
+    void *progress_ctx;
 } sh_train_opts;
 
 void sh_train_opts_default(sh_train_opts *o);
+
+/* Losses.  Rows of c logits; the loss is the mean over rows (rows whose
+ * target is < 0 are ignored).  When the gradient pointer is non-NULL it
+ * receives scale * d(loss)/d(input) (assigned, not accumulated).  Language
+ * models: n = B*T rows of V logits, targets = next tokens. */
+double sh_loss_xent(const float *logits, const int32_t *targets, int64_t n, int64_t c,
+                    float label_smoothing, float scale, float *dlogits);
+/* T^2 * mean over rows of KL(softmax(teacher/T) || softmax(student/T)), the
+ * Hinton distillation loss (PyTorch kl_div(..., 'batchmean') * T^2). */
+double sh_loss_kl(const float *student, const float *teacher, int64_t n, int64_t c,
+                  float temperature, float scale, float *dstudent);
+/* mean((y - target)^2) over n elements. */
+double sh_loss_mse(const float *y, const float *target, int64_t n, float scale, float *dy);
+
+/* Learning rate of optimizer step `step` (0-based) out of `total` steps for
+ * schedule o->schedule: "const"; "cosine" (linear warm-up over o->warmup of
+ * the steps, then cosine to 0); "step" (o->gamma every o->step_size epochs);
+ * "onecycle" (PyTorch OneCycleLR: cosine from lr/25 up to lr over o->warmup
+ * (default 0.3) of the steps, then down to lr/25e4). */
+double sh_lr_at(const sh_train_opts *o, int64_t step, int64_t total, int64_t steps_per_epoch);
+
+/* Optimizers: "sgd" (momentum, nesterov when o->nesterov, L2 weight decay)
+ * and "adamw" (decoupled weight decay), as in PyTorch.  Parameter i's state
+ * is created on its first update. */
+typedef struct sh_optimizer sh_optimizer;
+int sh_optimizer_new(const sh_train_opts *o, int n_params, sh_optimizer **out, sh_error *err);
+void sh_optimizer_free(sh_optimizer *opt);
+/* Start a new step (advances the step count used by Adam's bias correction). */
+void sh_optimizer_begin_step(sh_optimizer *opt);
+/* Update w (n elements) with gradient g at learning rate lr; decay: apply
+ * weight decay to this tensor (the trainer does so for rank >= 2 tensors). */
+int sh_optimizer_update(sh_optimizer *opt, int i, float *w, const float *g, int64_t n, int decay,
+                        double lr, sh_error *err);
 
 typedef struct sh_train_report {
     int64_t steps;
@@ -397,10 +529,130 @@ typedef struct sh_eval_report {
     int64_t params, param_bytes, file_bytes;
     double latency_ms_b1;  /* median batch-1 latency */
     double throughput;     /* items/s at batch 64 (classification) or tokens/s */
+    /* filled by sh_eval_ex (0 when not measured) */
+    int64_t correct;       /* classification: correctly classified items */
+    int speed_batch;       /* batch used for the throughput figure */
+    int latency_runs;      /* timed batch-1 runs behind the median */
+    double seconds;        /* wall time of the accuracy / NLL pass */
 } sh_eval_report;
 
+/* Options of sh_eval_ex.  Zero-initialise and set what you need; zero fields
+ * take the defaults shown. */
+typedef struct sh_eval_opts {
+    int nthreads;          /* 0: all cores */
+    int measure_speed;     /* batch-1 median latency and batched throughput */
+    int batch;             /* items per inference batch (0: 64) */
+    int speed_batch;       /* batch of the throughput measurement (0: 64) */
+    int warmup;            /* untimed runs before timing (0: 5) */
+    int min_runs;          /* timed batch-1 runs, at least (0: 50) */
+    double max_seconds;    /* time budget per speed measurement (0: 2 s) */
+    int64_t limit;         /* evaluate only the first N items (0: all) */
+    int seq_len;           /* language models: context window (0: model's) */
+    /* optional progress callback (items done of total), called between batches */
+    void (*progress)(void *ctx, int64_t done, int64_t total);
+    void *progress_ctx;
+} sh_eval_opts;
+
+/* Evaluate g on d.  Classification (kind 1): top-1 accuracy over the data set
+ * in batches; the first graph output holds the logits ([N, classes] or any
+ * shape with N leading).  Language models (kind 2): NLL and perplexity (via
+ * sh_eval_lm).  Parameters and bytes always; latency/throughput when
+ * measure_speed.  rep->file_bytes is left to the caller (0). */
+int sh_eval_ex(sh_graph *g, const sh_dataset *d, const sh_eval_opts *opts,
+               sh_eval_report *rep, sh_error *err);
+/* The same with default options. */
 int sh_eval(sh_graph *g, const sh_dataset *d, int nthreads, int measure_speed,
             sh_eval_report *rep, sh_error *err);
+/* Median batch-1 latency (ms) and throughput (items/s at batch opts->speed_batch)
+ * of a classifier on inputs shaped like d's items (d may be NULL: random input of
+ * the graph's declared input shape). */
+int sh_eval_speed(sh_graph *g, const sh_dataset *d, const sh_eval_opts *opts,
+                  sh_eval_report *rep, sh_error *err);
+
+/* Language models (src/eval/lm.c).  The graph takes "tokens" (i64 [B,T]) and
+ * gives "logits" ([B,T,vocab]), e.g. a Llama graph. */
+
+/* Teacher-forced NLL over a token data set (kind 2): every token after the
+ * first of each document is scored, in windows of the model's seq_len
+ * (opts->seq_len overrides; longer documents slide with half-window overlap,
+ * each token scored once with as much context as the window gives).
+ * Fills rep->kind = 2, n (tokens scored), nll (nats/token), ppl, throughput
+ * (tokens/s), seconds, params, param_bytes.  opts may be NULL. */
+int sh_eval_lm(sh_graph *g, const sh_dataset *d, int nthreads, sh_eval_report *rep, sh_error *err);
+int sh_eval_lm_ex(sh_graph *g, const sh_dataset *d, const sh_eval_opts *opts, sh_eval_report *rep,
+                  sh_error *err);
+/* Mean KL(ref || g) in nats of the next-token distributions over the same
+ * scored positions as sh_eval_lm (e.g. a quantized model vs the original). */
+int sh_lm_kl(sh_graph *ref, sh_graph *g, const sh_dataset *d, const sh_eval_opts *opts, double *kl,
+             sh_error *err);
+
+/* A token data set from a text file: documents are separated by lines that
+ * read "<|endoftext|>"; each is stripped of surrounding white space, encoded
+ * with the tokenizer (dummy prefix) and gets BOS in front.  tok NULL: bytes as
+ * tokens (vocab 256, no BOS); empty documents are dropped. */
+int sh_dataset_from_text(const char *path, const sh_tokenizer *tok, sh_dataset **out, sh_error *err);
+
+typedef struct sh_generate_stats {
+    int prompt_tokens;      /* including BOS */
+    int generated_tokens;   /* sampled tokens */
+    double prefill_seconds, gen_seconds;
+    double tokens_per_s;    /* sampled tokens per second (after prefill) */
+} sh_generate_stats;
+
+/* Generate text as llama2.c's run.c does: BOS + encoded prompt, positions
+ * 0..steps-1 (steps <= 0 or > seq_len: seq_len), greedy at temperature 0,
+ * else temperature and top-p (nucleus; topp <= 0 or >= 1: plain sampling)
+ * with a xorshift RNG seeded by seed (same seed, same text).  Stops at BOS.
+ * Each piece of text (prompt pieces included; unprintable control bytes
+ * dropped as llama2.c's safe_printf does) goes to emit.  Uses a KV-cache
+ * program: the prompt in one run, then one token per run. */
+int sh_generate(sh_graph *g, const sh_tokenizer *tok, const char *prompt, int steps, float temperature,
+                float topp, uint64_t seed, int nthreads, void (*emit)(const char *piece, void *ud), void *ud,
+                sh_generate_stats *stats, sh_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Quantization: CPU features, int8 layouts (src/core/cpu.c, ops/qgemm*.c)  */
+/* ------------------------------------------------------------------------ */
+
+/* CPU feature bits (cpuid + xgetbv: a bit is set only when the OS saves the
+ * registers it needs). */
+enum {
+    SH_CPU_AVX2 = 1 << 0,
+    SH_CPU_FMA = 1 << 1,
+    SH_CPU_F16C = 1 << 2,
+    SH_CPU_AVX512F = 1 << 3,
+    SH_CPU_AVX512BW = 1 << 4,
+    SH_CPU_AVX512VL = 1 << 5,
+    SH_CPU_AVX512VNNI = 1 << 6,
+    SH_CPU_AVXVNNI = 1 << 7,
+    SH_CPU_FEATURE_COUNT = 8
+};
+/* Bitmask of SH_CPU_* of this CPU. */
+int sh_cpu_features(void);
+/* Name of feature bit i (0 <= i < SH_CPU_FEATURE_COUNT): "avx2", "fma", ...;
+ * NULL out of range. */
+const char *sh_cpu_feature_name(int i);
+/* Kernel levels, best last. */
+enum { SH_CPU_REF = 0, SH_CPU_LEVEL_AVX2 = 1, SH_CPU_LEVEL_AVX512 = 2 };
+/* Kernel level to use: the best the CPU supports (avx512 = AVX-512
+ * F/BW/VL + VNNI; avx2 = AVX2 + FMA + F16C), lowered by the environment
+ * variable SHRINK_CPU=ref|avx2|avx512 (read at each call; a level above what
+ * the CPU supports is capped). */
+int sh_cpu_level(void);
+const char *sh_cpu_level_name(int level);
+
+/* Quantization parameters of a plain SH_I8 / SH_U8 tensor (static int8):
+ * real = scale[c] * (q - zero_point[c]) where c is the index along `axis`
+ * (axis -1: one scale for the whole tensor, n = 1).  Proposed as an
+ * owned member of sh_tensor (`sh_qlayout *q`), so scales travel with the
+ * tensor's format layout rather than as loose side arrays; until then the
+ * int8 kernels take it as an argument. */
+typedef struct sh_qlayout {
+    int axis;             /* -1: per tensor */
+    int64_t n;            /* number of scales: 1 or shape[axis] */
+    float *scale;
+    int32_t *zero_point;  /* NULL: symmetric (all zero) */
+} sh_qlayout;
 
 /* ------------------------------------------------------------------------ */
 /* Utilities                                                                 */

@@ -1,11 +1,82 @@
-/* cmd_convert.c - shrink convert. */
+/* cmd_convert.c - shrink convert: model format conversion (ONNX <-> llama2.c). */
 #include <stdio.h>
+#include <string.h>
 
 #include "cli.h"
 
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: shrink convert IN OUT [--json]\n"
+            "\n"
+            "Converts a model between formats, chosen by each file's extension:\n"
+            "  .onnx   ONNX model (weights inline; shrink's own ops in domain com.shrink)\n"
+            "  .bin    llama2.c checkpoint (Llama-style models only)\n"
+            "e.g.  shrink convert stories260K.bin stories.onnx   and back.\n"
+            "OUT is written atomically (temporary file, then rename).\n"
+            "\n"
+            "Options:\n"
+            "  --json      print a JSON summary on stdout\n"
+            "  -h, --help  this help\n"
+            "\n" CLI_EXIT_CODES);
+}
+
+static void json_str(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c < 0x20) printf("\\u%04x", c);
+        else putchar(c);
+    }
+    putchar('"');
+}
+
 int cmd_convert(int argc, char **argv)
 {
-    (void)argc, (void)argv;
-    fprintf(stderr, "shrink convert: not implemented yet\n");
-    return EXIT_FAIL;
+    const char *cmd = "convert", *in = NULL, *out = NULL;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (cli_is_help(a)) {
+            usage(stdout);
+            return EXIT_OK;
+        } else if (strcmp(a, "--json") == 0) {
+            json = 1;
+        } else if (a[0] == '-' && a[1]) {
+            return cli_usage(cmd, "unknown option '%s'", a);
+        } else if (!in) {
+            in = a;
+        } else if (!out) {
+            out = a;
+        } else {
+            return cli_usage(cmd, "unexpected argument '%s' (give IN and OUT)", a);
+        }
+    }
+    if (!in || !out) return cli_usage(cmd, "need an input and an output file");
+    if (strcmp(in, out) == 0) return cli_usage(cmd, "IN and OUT are the same file");
+    sh_error err = {0};
+    sh_graph *g = NULL;
+    if (sh_model_load(in, &g, &err)) return cli_fail(cmd, &err);
+    int rc = sh_model_save(g, out, &err);
+    if (rc) {
+        sh_graph_free(g);
+        return cli_fail(cmd, &err);
+    }
+    int64_t params = sh_graph_param_count(g), bytes = sh_graph_param_bytes(g);
+    if (json) {
+        printf("{\"input\": ");
+        json_str(in);
+        printf(", \"output\": ");
+        json_str(out);
+        printf(", \"nodes\": %d, \"params\": %lld, \"param_bytes\": %lld}\n", g->n_nodes, (long long)params,
+               (long long)bytes);
+    } else {
+        char b[32];
+        printf("%s -> %s: %d nodes, %lld parameters (%s)\n", in, out, g->n_nodes, (long long)params,
+               cli_bytes(bytes, b, sizeof b));
+    }
+    sh_graph_free(g);
+    return EXIT_OK;
 }

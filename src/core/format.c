@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "shrink.h"
+#include "core/sparse.h"
+#include "core/quant_formats.h"
 
 _Static_assert(sizeof(float) == 4, "f32 is 4 bytes");
 
@@ -128,6 +130,17 @@ static const sh_format_traits formats[SH_FORMAT_COUNT] = {
     [SH_I32] = {"i32", 1, 4, 0, i32_to, i32_from},
     [SH_I64] = {"i64", 1, 8, 0, i64_to, i64_from},
     [SH_BOOL] = {"bool", 1, 1, 0, bool_to, bool_from},
+    /* sparse: packed whole-tensor buffers, see core/sparse.h */
+    [SH_CSR] = {"csr", 0, 0, 1, sh_sparse_to_f32, NULL, 1},
+    [SH_BCSR] = {"bcsr", 0, 0, 1, sh_sparse_to_f32, NULL, 1},
+    [SH_NM] = {"nm", 0, 0, 1, sh_sparse_to_f32, NULL, 1},
+    /* grouped quantized formats, see core/quant_formats.h */
+    [SH_Q4_0] = {"q4_0", 32, 18, 1, sh_q4_0_to_f32, sh_q4_0_from_f32, 0, 1},
+    [SH_Q4_1] = {"q4_1", 32, 20, 1, sh_q4_1_to_f32, sh_q4_1_from_f32, 0, 1},
+    [SH_Q8_0] = {"q8_0", 32, 34, 1, sh_q8_0_to_f32, sh_q8_0_from_f32, 0, 1},
+    [SH_Q3_0] = {"q3_0", 32, 14, 1, sh_q3_0_to_f32, sh_q3_0_from_f32, 0, 1},
+    [SH_Q2_1] = {"q2_1", 32, 12, 1, sh_q2_1_to_f32, sh_q2_1_from_f32, 0, 1},
+    [SH_LOG4] = {"log4", 32, 18, 1, sh_log4_to_f32, sh_log4_from_f32, 0, 1},
 };
 
 const sh_format_traits *sh_format_get(sh_format f)
@@ -146,6 +159,6 @@ int sh_format_from_name(const char *name)
 size_t sh_format_bytes(sh_format f, int64_t n)
 {
     const sh_format_traits *t = sh_format_get(f);
-    if (!t || n < 0) return 0;
+    if (!t || n < 0 || t->block_elems <= 0) return 0; /* packed formats: size from their header */
     return (size_t)((n + t->block_elems - 1) / t->block_elems) * (size_t)t->block_bytes;
 }

@@ -23,6 +23,8 @@ typedef struct sh_kctx {
     void *scratch;         /* runtime-owned scratch: see sh_kctx_scratch */
     size_t scratch_size;
     void *scratch_owner;   /* the program (internal) */
+    int64_t opset;         /* ONNX opset of the graph's default domain (e.g.
+                              Softmax axis semantics changed at 13) */
 } sh_kctx;
 
 /* Grow-on-demand scratch memory owned by the runtime (valid during the call). */

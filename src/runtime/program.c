@@ -42,6 +42,8 @@ struct sh_program {
     unsigned char *needs_grad;
     int n_params;
     int *params;            /* value indices */
+    unsigned char *req_grad; /* per value: gradient requested by sh_program_require_grad */
+    int n_req;               /* entries in req_grad */
 };
 
 enum { VK_ACT = 0, VK_INIT = 1, VK_CONST = 2, VK_INPUT = 3, VK_NONE = 4 };
@@ -112,6 +114,7 @@ void sh_program_free(sh_program *p)
     free_state(p);
     free(p->state);
     free(p->scratch);
+    free(p->req_grad);
     free(p);
 }
 
@@ -160,6 +163,7 @@ static void init_kctx(sh_program *p, sh_kctx *k, int node, sh_error *err)
     k->scratch = p->scratch;
     k->scratch_size = p->scratch_size;
     k->scratch_owner = p;
+    k->opset = p->g->opset;
 }
 
 static int same_inputs(const sh_program *p, const sh_tensor *const *in)
@@ -168,8 +172,18 @@ static int same_inputs(const sh_program *p, const sh_tensor *const *in)
         if (in[i]->ndim != p->in_ndim[i] || (int)in[i]->fmt != p->in_fmt[i]) return 0;
         for (int d = 0; d < in[i]->ndim; d++)
             if (in[i]->shape[d] != p->in_shape[i][d]) return 0;
+        int v = p->g->inputs[i];
+        if (p->kind[v] == VK_CONST && memcmp(p->vals[v]->data, in[i]->data, p->vals[v]->nbytes) != 0) return 0;
     }
     return 1;
+}
+
+/* Small 0-D/1-D integer graph inputs (shapes, pads, axes fed at run time, as in
+ * the ONNX backend tests) are taken as plan-time constants: shape inference
+ * reads them, and a run with different values re-plans. */
+static int input_is_shape_like(const sh_tensor *t)
+{
+    return (t->fmt == SH_I64 || t->fmt == SH_I32) && t->ndim <= 1 && sh_tensor_numel(t) <= 64;
 }
 
 /* Decide which values need gradients and collect trainable parameters. */
@@ -193,6 +207,13 @@ static int plan_grads(sh_program *p, sh_error *err)
             }
         }
     }
+    for (int v = 0; v < p->n_req && v < g->n_values; v++)
+        if (p->req_grad[v] && (p->kind[v] == VK_INPUT || p->kind[v] == VK_INIT) && p->vals[v]->fmt == SH_F32 &&
+            !p->needs_grad[v]) {
+            p->needs_grad[v] = 1;
+            p->grads[v] = sh_tensor_new(SH_F32, p->vals[v]->ndim, p->vals[v]->shape, err);
+            if (!p->grads[v]) return err ? err->code : SH_ENOMEM;
+        }
     for (int i = 0; i < g->n_nodes; i++) {
         const sh_node *n = &g->nodes[i];
         const sh_op_def *d = sh_op_find(n->op);
@@ -254,8 +275,13 @@ static int plan(sh_program *p, const sh_tensor *const *inputs, sh_error *err)
                         sh_shape_str(v->ndim, v->shape, a, sizeof a), sh_shape_str(t->ndim, t->shape, b, sizeof b));
             goto fail;
         }
-        p->kind[vi] = VK_INPUT;
-        p->vals[vi] = sh_tensor_view(t->fmt, t->ndim, t->shape, NULL, err);
+        if (input_is_shape_like(t)) {
+            p->kind[vi] = VK_CONST;
+            p->vals[vi] = sh_tensor_clone(t, err);
+        } else {
+            p->kind[vi] = VK_INPUT;
+            p->vals[vi] = sh_tensor_view(t->fmt, t->ndim, t->shape, NULL, err);
+        }
         if (!p->vals[vi]) goto fail;
         p->in_ndim[i] = t->ndim;
         p->in_fmt[i] = (int)t->fmt;
@@ -445,7 +471,8 @@ int sh_program_run(sh_program *p, const sh_tensor *const *inputs, int n_inputs, 
         int rc = plan(p, inputs, err);
         if (rc) return rc;
     }
-    for (int i = 0; i < n_inputs; i++) p->vals[g->inputs[i]]->data = inputs[i]->data;
+    for (int i = 0; i < n_inputs; i++)
+        if (p->kind[g->inputs[i]] == VK_INPUT) p->vals[g->inputs[i]]->data = inputs[i]->data;
     p->run_count++;
     for (int i = 0; i < g->n_nodes; i++) {
         const sh_node *n = &g->nodes[i];
@@ -523,7 +550,8 @@ int sh_program_backward(sh_program *p, const sh_tensor *const *douts, int n, sh_
                           (long long)sh_tensor_numel(p->vals[v]));
         float *dst = p->grads[v]->data;
         const float *src = douts[i]->data;
-        for (int64_t e = 0; e < sh_tensor_numel(douts[i]); e++) dst[e] += src[e];
+        int64_t ne = sh_tensor_numel(douts[i]);
+        for (int64_t e = 0; e < ne; e++) dst[e] += src[e];
     }
     for (int i = g->n_nodes - 1; i >= 0; i--) {
         const sh_node *nd = &g->nodes[i];
@@ -571,6 +599,32 @@ void sh_program_zero_grad(sh_program *p)
         sh_tensor *t = p->grads[p->params[k]];
         if (t) memset(t->data, 0, t->nbytes);
     }
+    for (int v = 0; v < p->n_req && v < p->g->n_values; v++)
+        if (p->req_grad[v] && p->grads[v]) memset(p->grads[v]->data, 0, p->grads[v]->nbytes);
+}
+
+int sh_program_require_grad(sh_program *p, const char *value_name, sh_error *err)
+{
+    sh_graph *g = p->g;
+    if (!p->opts.training) return sh_err(err, SH_EINVAL, "require_grad('%s') needs a training program", value_name);
+    int v = sh_graph_find(g, value_name);
+    if (v < 0) return sh_err(err, SH_EINVAL, "require_grad: no value named '%s'", value_name);
+    int is_input = 0;
+    for (int i = 0; i < g->n_inputs; i++) is_input |= g->inputs[i] == v;
+    if (!is_input && !(g->values[v].init && g->values[v].init->fmt == SH_F32))
+        return sh_err(err, SH_EINVAL, "require_grad: '%s' is neither a graph input nor a float initializer", value_name);
+    if (p->n_req < g->n_values) {
+        unsigned char *r = realloc(p->req_grad, (size_t)g->n_values + 1);
+        if (!r) return sh_err(err, SH_ENOMEM, "out of memory");
+        memset(r + p->n_req, 0, (size_t)(g->n_values + 1 - p->n_req));
+        p->req_grad = r;
+        p->n_req = g->n_values;
+    }
+    if (!p->req_grad[v]) {
+        p->req_grad[v] = 1;
+        p->planned = 0; /* re-plan at the next run */
+    }
+    return SH_OK;
 }
 
 int sh_program_num_params(const sh_program *p) { return p->n_params; }

@@ -1,0 +1,18 @@
+#!/bin/bash
+# bench_sparse.sh [BUILD] [RUNS] - sparse linear kernels (csr 90 %, bcsr 1x8,
+# 2:4, 4:8) vs dense f32 (OpenBLAS sgemv/sgemm and shrink's own dense GEMV) on
+# a 4096x4096 Linear at batch 1, 8, 64, with 1 and 2 threads, hot and cold
+# cache.  Not part of `make test`.  OPENBLAS_CORETYPE is unset only for the
+# benchmark commands (OpenBLAS then picks its kernels for this CPU).
+set -eu
+B=${1:-build}
+RUNS=${2:-15}
+cd "$(dirname "$0")/.."
+make --no-print-directory BUILD="$B" "$B/libshrink.a" >/dev/null
+cc -O2 -fopenmp -Iinclude -Isrc -I/usr/include/x86_64-linux-gnu/openblas-pthread \
+   bench/bench_sparse.c "$B/libshrink.a" -lprotobuf-c -lopenblas -lz -lm -lpthread -o "$B/bench_sparse"
+for cache in "" --cold; do
+  for t in 1 2; do
+    env -u OPENBLAS_CORETYPE OMP_NUM_THREADS=$t "$B/bench_sparse" --threads $t --runs "$RUNS" $cache
+  done
+done

@@ -1,0 +1,352 @@
+/* quant_formats.c - reference quantize / dequantize of the grouped formats
+ * (q4_0, q4_1, q8_0, q3_0, q2_1, log4) and per-channel int8 helpers.
+ * Layouts and maths: quant_formats.h.  Scales are rounded to f16 before the
+ * values are quantized against them, so round-to-nearest keeps every value
+ * within half a step of the stored scale. */
+#include <math.h>
+#include <string.h>
+
+#include "core/quant_formats.h"
+
+static float clampf(float v, float lo, float hi)
+{
+    if (!(v == v)) return lo > 0 ? lo : (hi < 0 ? hi : 0.0f); /* NaN */
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* Largest-magnitude value keeping its sign, and the magnitude. */
+static float signed_absmax(const float *x, float *amax)
+{
+    float m = 0.0f, a = 0.0f;
+    for (int i = 0; i < SH_QK; i++) {
+        float v = x[i] == x[i] ? x[i] : 0.0f;
+        if (fabsf(v) > a) { a = fabsf(v); m = v; }
+    }
+    *amax = a;
+    return m;
+}
+
+static void minmax(const float *x, float *lo, float *hi)
+{
+    float a = INFINITY, b = -INFINITY;
+    for (int i = 0; i < SH_QK; i++) {
+        float v = x[i] == x[i] ? x[i] : 0.0f;
+        if (v < a) a = v;
+        if (v > b) b = v;
+    }
+    *lo = a;
+    *hi = b;
+}
+
+/* Symmetric "sign-max" scale as in ggml: the largest-magnitude value maps to
+ * -half exactly (q = 0), so the full range of codes is used. */
+static float sym_scale(const float *x, int half, uint16_t *d16)
+{
+    float amax, mx = signed_absmax(x, &amax);
+    *d16 = sh_f2h(mx / (float)-half);
+    return sh_h2f(*d16);
+}
+
+static inline int qround(float v, int lo, int hi) { return (int)clampf(floorf(v + 0.5f), (float)lo, (float)hi); }
+
+/* ---- q4_0 --------------------------------------------------------------- */
+static void q4_0_quant(const float *x, void *blk)
+{
+    sh_block_q4_0 *b = blk;
+    float d = sym_scale(x, 8, &b->d), id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int i = 0; i < 16; i++) {
+        int q0 = qround(x[i] * id + 8.0f, 0, 15), q1 = qround(x[i + 16] * id + 8.0f, 0, 15);
+        b->qs[i] = (uint8_t)(q0 | (q1 << 4));
+    }
+}
+static void q4_0_deq(const void *blk, float *y)
+{
+    const sh_block_q4_0 *b = blk;
+    float d = sh_h2f(b->d);
+    for (int i = 0; i < 16; i++) {
+        y[i] = d * (float)((b->qs[i] & 15) - 8);
+        y[i + 16] = d * (float)((b->qs[i] >> 4) - 8);
+    }
+}
+
+/* ---- q4_1 --------------------------------------------------------------- */
+static void q4_1_quant(const float *x, void *blk)
+{
+    sh_block_q4_1 *b = blk;
+    float lo, hi;
+    minmax(x, &lo, &hi);
+    b->m = sh_f2h(lo);
+    b->d = sh_f2h((hi - lo) / 15.0f);
+    float m = sh_h2f(b->m), d = sh_h2f(b->d), id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int i = 0; i < 16; i++) {
+        int q0 = qround((x[i] - m) * id, 0, 15), q1 = qround((x[i + 16] - m) * id, 0, 15);
+        b->qs[i] = (uint8_t)(q0 | (q1 << 4));
+    }
+}
+static void q4_1_deq(const void *blk, float *y)
+{
+    const sh_block_q4_1 *b = blk;
+    float d = sh_h2f(b->d), m = sh_h2f(b->m);
+    for (int i = 0; i < 16; i++) {
+        y[i] = d * (float)(b->qs[i] & 15) + m;
+        y[i + 16] = d * (float)(b->qs[i] >> 4) + m;
+    }
+}
+
+/* ---- q8_0 --------------------------------------------------------------- */
+static void q8_0_quant(const float *x, void *blk)
+{
+    sh_block_q8_0 *b = blk;
+    float amax;
+    signed_absmax(x, &amax);
+    b->d = sh_f2h(amax / 127.0f);
+    float d = sh_h2f(b->d), id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int i = 0; i < SH_QK; i++) b->qs[i] = (int8_t)clampf(nearbyintf(x[i] * id), -127.0f, 127.0f);
+}
+static void q8_0_deq(const void *blk, float *y)
+{
+    const sh_block_q8_0 *b = blk;
+    float d = sh_h2f(b->d);
+    for (int i = 0; i < SH_QK; i++) y[i] = d * (float)b->qs[i];
+}
+
+/* ---- q3_0 --------------------------------------------------------------- */
+static void q3_0_quant(const float *x, void *blk)
+{
+    sh_block_q3_0 *b = blk;
+    float d = sym_scale(x, 4, &b->d), id = d != 0.0f ? 1.0f / d : 0.0f;
+    uint32_t qh = 0;
+    memset(b->qs, 0, sizeof b->qs);
+    for (int i = 0; i < SH_QK; i++) {
+        int q = qround(x[i] * id + 4.0f, 0, 7);
+        b->qs[i % 8] |= (uint8_t)((q & 3) << (2 * (i / 8)));
+        qh |= (uint32_t)(q >> 2) << i;
+    }
+    for (int j = 0; j < 4; j++) b->qh[j] = (uint8_t)(qh >> (8 * j));
+}
+static void q3_0_unpack(const sh_block_q3_0 *b, uint8_t *u)
+{
+    uint32_t qh = b->qh[0] | (uint32_t)b->qh[1] << 8 | (uint32_t)b->qh[2] << 16 | (uint32_t)b->qh[3] << 24;
+    for (int i = 0; i < SH_QK; i++)
+        u[i] = (uint8_t)(((b->qs[i % 8] >> (2 * (i / 8))) & 3) | (((qh >> i) & 1) << 2));
+}
+static void q3_0_deq(const void *blk, float *y)
+{
+    const sh_block_q3_0 *b = blk;
+    uint8_t u[SH_QK];
+    q3_0_unpack(b, u);
+    float d = sh_h2f(b->d);
+    for (int i = 0; i < SH_QK; i++) y[i] = d * (float)(u[i] - 4);
+}
+
+/* ---- q2_1 --------------------------------------------------------------- */
+static void q2_1_quant(const float *x, void *blk)
+{
+    sh_block_q2_1 *b = blk;
+    float lo, hi;
+    minmax(x, &lo, &hi);
+    b->m = sh_f2h(lo);
+    b->d = sh_f2h((hi - lo) / 3.0f);
+    float m = sh_h2f(b->m), d = sh_h2f(b->d), id = d != 0.0f ? 1.0f / d : 0.0f;
+    memset(b->qs, 0, sizeof b->qs);
+    for (int i = 0; i < SH_QK; i++) b->qs[i % 8] |= (uint8_t)(qround((x[i] - m) * id, 0, 3) << (2 * (i / 8)));
+}
+static void q2_1_deq(const void *blk, float *y)
+{
+    const sh_block_q2_1 *b = blk;
+    float d = sh_h2f(b->d), m = sh_h2f(b->m);
+    for (int i = 0; i < SH_QK; i++) y[i] = d * (float)((b->qs[i % 8] >> (2 * (i / 8))) & 3) + m;
+}
+
+/* ---- log4 --------------------------------------------------------------- */
+static const float log4_lvl[8] = {1.0f, 0.5f, 0.25f, 0.125f, 0.0625f, 0.03125f, 0.015625f, 0.0f};
+
+static void log4_quant(const float *x, void *blk)
+{
+    sh_block_log4 *b = blk;
+    float amax;
+    signed_absmax(x, &amax);
+    b->d = sh_f2h(amax);
+    float d = sh_h2f(b->d);
+    uint8_t c[SH_QK];
+    for (int i = 0; i < SH_QK; i++) {
+        float v = x[i] == x[i] ? x[i] : 0.0f, a = fabsf(v);
+        int best = 7;
+        float be = a;
+        for (int e = 0; e < 7; e++) {
+            float err = fabsf(a - d * log4_lvl[e]);
+            if (err < be) { be = err; best = e; }
+        }
+        c[i] = (uint8_t)(best | (v < 0.0f && best != 7 ? 8 : 0));
+    }
+    for (int i = 0; i < 16; i++) b->qs[i] = (uint8_t)(c[i] | (c[i + 16] << 4));
+}
+static void log4_deq(const void *blk, float *y)
+{
+    const sh_block_log4 *b = blk;
+    float d = sh_h2f(b->d);
+    for (int i = 0; i < SH_QK; i++) {
+        int c = i < 16 ? b->qs[i] & 15 : b->qs[i - 16] >> 4;
+        float v = d * log4_lvl[c & 7];
+        y[i] = c & 8 ? -v : v;
+    }
+}
+
+/* ---- row loops ---------------------------------------------------------- */
+typedef void (*quant_fn)(const float *x, void *blk);
+typedef void (*deq_fn)(const void *blk, float *y);
+
+static void rows_from(const float *src, void *dst, int64_t n, quant_fn q, size_t bb)
+{
+    int64_t nb = n / SH_QK;
+    char *d = dst;
+    for (int64_t i = 0; i < nb; i++) q(src + i * SH_QK, d + i * bb);
+    if (n % SH_QK) {
+        float tmp[SH_QK] = {0};
+        memcpy(tmp, src + nb * SH_QK, (size_t)(n % SH_QK) * sizeof(float));
+        q(tmp, d + nb * bb);
+    }
+}
+
+static void rows_to(const void *src, float *dst, int64_t n, deq_fn f, size_t bb)
+{
+    int64_t nb = n / SH_QK;
+    const char *s = src;
+    for (int64_t i = 0; i < nb; i++) f(s + i * bb, dst + i * SH_QK);
+    if (n % SH_QK) {
+        float tmp[SH_QK];
+        f(s + nb * bb, tmp);
+        memcpy(dst + nb * SH_QK, tmp, (size_t)(n % SH_QK) * sizeof(float));
+    }
+}
+
+#define ROWS(NAME)                                                                    \
+    void sh_##NAME##_to_f32(const void *s, float *d, int64_t n)                        \
+    {                                                                                 \
+        rows_to(s, d, n, NAME##_deq, sizeof(sh_block_##NAME));                        \
+    }                                                                                 \
+    void sh_##NAME##_from_f32(const float *s, void *d, int64_t n)                      \
+    {                                                                                 \
+        rows_from(s, d, n, NAME##_quant, sizeof(sh_block_##NAME));                    \
+    }
+ROWS(q4_0)
+ROWS(q4_1)
+ROWS(q8_0)
+ROWS(q3_0)
+ROWS(q2_1)
+ROWS(log4)
+
+int sh_format_is_grouped(sh_format f)
+{
+    return f == SH_Q4_0 || f == SH_Q4_1 || f == SH_Q8_0 || f == SH_Q3_0 || f == SH_Q2_1 || f == SH_LOG4;
+}
+
+int sh_qblock_unpack(sh_format f, const void *blk, uint8_t u[SH_QK], float *d, float *m)
+{
+    *m = 0.0f;
+    switch (f) {
+    case SH_Q4_0: {
+        const sh_block_q4_0 *b = blk;
+        for (int i = 0; i < 16; i++) { u[i] = b->qs[i] & 15; u[i + 16] = b->qs[i] >> 4; }
+        *d = sh_h2f(b->d);
+        return 8;
+    }
+    case SH_Q4_1: {
+        const sh_block_q4_1 *b = blk;
+        for (int i = 0; i < 16; i++) { u[i] = b->qs[i] & 15; u[i + 16] = b->qs[i] >> 4; }
+        *d = sh_h2f(b->d);
+        *m = sh_h2f(b->m);
+        return 0;
+    }
+    case SH_Q8_0: {
+        const sh_block_q8_0 *b = blk;
+        for (int i = 0; i < SH_QK; i++) u[i] = (uint8_t)(b->qs[i] + 128);
+        *d = sh_h2f(b->d);
+        return 128;
+    }
+    case SH_Q3_0: {
+        const sh_block_q3_0 *b = blk;
+        q3_0_unpack(b, u);
+        *d = sh_h2f(b->d);
+        return 4;
+    }
+    case SH_Q2_1: {
+        const sh_block_q2_1 *b = blk;
+        for (int i = 0; i < SH_QK; i++) u[i] = (b->qs[i % 8] >> (2 * (i / 8))) & 3;
+        *d = sh_h2f(b->d);
+        *m = sh_h2f(b->m);
+        return 0;
+    }
+    case SH_LOG4: {
+        const sh_block_log4 *b = blk;
+        for (int i = 0; i < SH_QK; i++) {
+            int c = i < 16 ? b->qs[i] & 15 : b->qs[i - 16] >> 4;
+            int mag = (c & 7) == 7 ? 0 : 64 >> (c & 7);
+            u[i] = (uint8_t)(c & 8 ? 64 - mag : 64 + mag);
+        }
+        *d = sh_h2f(b->d) * (1.0f / 64.0f);
+        return 64;
+    }
+    default:
+        *d = 0.0f;
+        return -1;
+    }
+}
+
+void sh_quantize_q8_0_sums(const float *x, sh_block_q8_0 *y, int32_t *sums, int64_t n)
+{
+    for (int64_t b = 0; b < n / SH_QK; b++) {
+        q8_0_quant(x + b * SH_QK, &y[b]);
+        int32_t s = 0;
+        for (int i = 0; i < SH_QK; i++) s += y[b].qs[i];
+        sums[b] = s;
+    }
+}
+
+/* ---- per-channel int8 --------------------------------------------------- */
+void sh_quantize_i8_rows(const float *x, int64_t rows, int64_t cols, int8_t *q, float *scale)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * cols;
+        float amax = 0.0f;
+        for (int64_t c = 0; c < cols; c++)
+            if (fabsf(xr[c]) > amax) amax = fabsf(xr[c]);
+        float s = amax / 127.0f, is = s > 0.0f ? 1.0f / s : 0.0f;
+        scale[r] = s;
+        for (int64_t c = 0; c < cols; c++) q[r * cols + c] = (int8_t)clampf(nearbyintf(xr[c] * is), -127.0f, 127.0f);
+    }
+}
+
+void sh_quantize_u8_rows(const float *x, int64_t rows, int64_t cols, uint8_t *q, float *scale, int32_t *zp)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * cols;
+        float lo = 0.0f, hi = 0.0f; /* the range always holds 0 exactly */
+        for (int64_t c = 0; c < cols; c++) {
+            if (xr[c] < lo) lo = xr[c];
+            if (xr[c] > hi) hi = xr[c];
+        }
+        float s = (hi - lo) / 255.0f, is = s > 0.0f ? 1.0f / s : 0.0f;
+        int32_t z = s > 0.0f ? (int32_t)clampf(nearbyintf(-lo * is), 0.0f, 255.0f) : 0;
+        scale[r] = s;
+        zp[r] = z;
+        for (int64_t c = 0; c < cols; c++)
+            q[r * cols + c] = (uint8_t)clampf(nearbyintf(xr[c] * is) + (float)z, 0.0f, 255.0f);
+    }
+}
+
+void sh_dequantize_i8_rows(const int8_t *q, int64_t rows, int64_t cols, const float *scale, const int32_t *zp,
+                           float *x)
+{
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+            x[r * cols + c] = scale[r] * (float)(q[r * cols + c] - (zp ? zp[r] : 0));
+}
+
+void sh_dequantize_u8_rows(const uint8_t *q, int64_t rows, int64_t cols, const float *scale, const int32_t *zp,
+                           float *x)
+{
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+            x[r * cols + c] = scale[r] * (float)(q[r * cols + c] - (zp ? zp[r] : 0));
+}

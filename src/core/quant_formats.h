@@ -1,0 +1,143 @@
+/* quant_formats.h - quantized storage formats: block layouts and the
+ * reference conversions behind their rows in the format table (format.c).
+ *
+ * Grouped formats quantize groups of SH_QK = 32 consecutive values (along the
+ * last axis of a weight, i.e. along K of a [N, K] matrix) with one f16 scale
+ * (and one f16 min for the asymmetric "_1" formats).  Block layouts follow
+ * ggml where ggml has the same format (q4_0, q4_1, q8_0 are byte-compatible
+ * with ggml's blocks):
+ *
+ *   q4_0  x = d * (q - 8),  q in 0..15      18 bytes / 32 values (4.5 bpw)
+ *   q4_1  x = d * q + m,    q in 0..15      20 bytes / 32 values (5.0 bpw)
+ *   q8_0  x = d * q,        q in -127..127  34 bytes / 32 values (8.5 bpw)
+ *   q3_0  x = d * (q - 4),  q in 0..7       14 bytes / 32 values (3.5 bpw)
+ *   q2_1  x = d * q + m,    q in 0..3       12 bytes / 32 values (3.0 bpw)
+ *   log4  x = s * d * 2^-e (e in 0..6), e = 7 means 0;  4-bit codes s|e
+ *                                           18 bytes / 32 values (4.5 bpw)
+ *
+ * Every grouped format "unpacks" a block to 32 small integers u[i] (0..255)
+ * with  x[i] = d * (u[i] - off) + m : off = 8 (q4_0), 4 (q3_0), 64 (log4,
+ * whose u = 64 + s * (64 >> e)), 0 for the asymmetric formats.  The integer
+ * kernels use exactly this: sum_i x[i] * a[i] over a q8_0 activation block
+ * (a = da * qa) is d * da * (sum u*qa - off * sum qa) + m * da * sum qa.
+ *
+ * Conversions accept any n: a trailing partial block is padded with zeros
+ * (sh_format_bytes rounds up to whole blocks).
+ *
+ * Per-channel int8 (static int8 quantization) is a plain SH_I8 / SH_U8 tensor
+ * plus an sh_qlayout (see shrink.h) describing scale / zero point per slice
+ * along one axis; see sh_quantize_i8_axis below.
+ */
+#ifndef SH_QUANT_FORMATS_H
+#define SH_QUANT_FORMATS_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "shrink.h"
+
+#define SH_QK 32 /* values per group */
+
+typedef struct { uint16_t d; uint8_t qs[16]; } sh_block_q4_0;
+typedef struct { uint16_t d, m; uint8_t qs[16]; } sh_block_q4_1;
+typedef struct { uint16_t d; int8_t qs[32]; } sh_block_q8_0;
+/* q3_0: low two bits of value i in qs[i % 8] at bit 2*(i / 8); the high bit in
+ * bit i of the little-endian 32-bit word qh. */
+typedef struct { uint16_t d; uint8_t qs[8]; uint8_t qh[4]; } sh_block_q3_0;
+/* q2_1: value i in qs[i % 8] at bit 2*(i / 8). */
+typedef struct { uint16_t d, m; uint8_t qs[8]; } sh_block_q2_1;
+/* log4: code i (bit 3 sign, bits 0-2 exponent e) as in q4_0: low nibble of
+ * qs[i] for i < 16, high nibble of qs[i - 16] otherwise. */
+typedef struct { uint16_t d; uint8_t qs[16]; } sh_block_log4;
+
+_Static_assert(sizeof(sh_block_q4_0) == 18, "q4_0 block is 18 bytes");
+_Static_assert(sizeof(sh_block_q4_1) == 20, "q4_1 block is 20 bytes");
+_Static_assert(sizeof(sh_block_q8_0) == 34, "q8_0 block is 34 bytes");
+_Static_assert(sizeof(sh_block_q3_0) == 14, "q3_0 block is 14 bytes");
+_Static_assert(sizeof(sh_block_q2_1) == 12, "q2_1 block is 12 bytes");
+_Static_assert(sizeof(sh_block_log4) == 18, "log4 block is 18 bytes");
+
+/* IEEE half <-> float (round to nearest even), portable C. */
+static inline float sh_h2f(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, f;
+    if (exp == 0) {
+        if (man == 0) f = sign;
+        else {
+            exp = 127 - 15 + 1;
+            while (!(man & 0x400)) { man <<= 1; exp--; }
+            man &= 0x3ff;
+            f = sign | (exp << 23) | (man << 13);
+        }
+    } else if (exp == 31) f = sign | 0x7f800000u | (man << 13);
+    else f = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    float r;
+    memcpy(&r, &f, 4);
+    return r;
+}
+
+static inline uint16_t sh_f2h(float x)
+{
+    uint32_t f;
+    memcpy(&f, &x, 4);
+    uint32_t sign = (f >> 16) & 0x8000;
+    int32_t exp = (int32_t)((f >> 23) & 0xff);
+    uint32_t man = f & 0x7fffff;
+    if (exp == 255) return (uint16_t)(sign | 0x7c00 | (man ? 0x200 : 0));
+    int32_t e = exp - 127 + 15;
+    if (e >= 31) return (uint16_t)(sign | 0x7c00);
+    if (e <= 0) {
+        if (e < -10) return (uint16_t)sign;
+        man |= 0x800000;
+        int shift = 14 - e;
+        uint32_t hm = man >> shift;
+        uint32_t rem = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (hm & 1))) hm++;
+        return (uint16_t)(sign | hm);
+    }
+    uint32_t h = sign | ((uint32_t)e << 10) | (man >> 13);
+    uint32_t rem = man & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;
+    return (uint16_t)h;
+}
+
+/* Row conversions used by the format table (n any; see above). */
+void sh_q4_0_to_f32(const void *src, float *dst, int64_t n);
+void sh_q4_0_from_f32(const float *src, void *dst, int64_t n);
+void sh_q4_1_to_f32(const void *src, float *dst, int64_t n);
+void sh_q4_1_from_f32(const float *src, void *dst, int64_t n);
+void sh_q8_0_to_f32(const void *src, float *dst, int64_t n);
+void sh_q8_0_from_f32(const float *src, void *dst, int64_t n);
+void sh_q3_0_to_f32(const void *src, float *dst, int64_t n);
+void sh_q3_0_from_f32(const float *src, void *dst, int64_t n);
+void sh_q2_1_to_f32(const void *src, float *dst, int64_t n);
+void sh_q2_1_from_f32(const float *src, void *dst, int64_t n);
+void sh_log4_to_f32(const void *src, float *dst, int64_t n);
+void sh_log4_from_f32(const float *src, void *dst, int64_t n);
+
+/* Unpack one block of grouped format f into u[32] (see the header comment);
+ * *d, *m receive the scale and min (m = 0 for symmetric formats) and the
+ * return value is the offset `off`.  -1 if f is not a grouped format. */
+int sh_qblock_unpack(sh_format f, const void *block, uint8_t u[SH_QK], float *d, float *m);
+/* 1 for the grouped weight formats (q4_0, q4_1, q3_0, q2_1, log4, q8_0). */
+int sh_format_is_grouped(sh_format f);
+
+/* q8_0 quantization of a row of activations (n a multiple of 32) that also
+ * returns the block sums sum_i qs[i] (the kernels' vec_dot_type). */
+void sh_quantize_q8_0_sums(const float *x, sh_block_q8_0 *y, int32_t *sums, int64_t n);
+
+/* Per-channel / per-tensor int8 of a [rows, cols] matrix (axis 0 = one
+ * scale per row, i.e. per output channel of a [N, K] weight).
+ * symmetric: zero point 0, q in [-127, 127] (s8).  asymmetric: u8 in [0, 255]
+ * with zero point.  scale/zp receive rows values (zp may be NULL when
+ * symmetric).  Round to nearest even. */
+void sh_quantize_i8_rows(const float *x, int64_t rows, int64_t cols, int8_t *q, float *scale);
+void sh_quantize_u8_rows(const float *x, int64_t rows, int64_t cols, uint8_t *q, float *scale,
+                         int32_t *zp);
+void sh_dequantize_i8_rows(const int8_t *q, int64_t rows, int64_t cols, const float *scale,
+                           const int32_t *zp, float *x);
+void sh_dequantize_u8_rows(const uint8_t *q, int64_t rows, int64_t cols, const float *scale,
+                           const int32_t *zp, float *x);
+
+#endif

@@ -1,0 +1,559 @@
+/* conv.c - Conv (1-D and 2-D, groups, strides, pads, dilations, auto_pad):
+ * im2col + sgemm, a direct path for 1x1 convolutions and for depthwise
+ * convolutions; backward via col2im.  Also the window geometry shared with
+ * the pooling ops. */
+#include <math.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "nn_ops.h"
+
+#ifndef CONV_BAND_BYTES
+#define CONV_BAND_BYTES (256 * 1024)
+#endif
+
+static const char *shs(const sh_tensor *t, char *b, size_t n) { return sh_shape_str(t->ndim, t->shape, b, n); }
+
+static int attr_n(sh_kctx *k, const char *name, int want, int64_t *v, int64_t def)
+{
+    const int64_t *a;
+    int n = sh_attr_ints(k->node, name, &a);
+    if (n < 0 || n == 0) {
+        for (int i = 0; i < want; i++) v[i] = def;
+        return SH_OK;
+    }
+    if (n != want) return sh_op_err(k, SH_EINVAL, "attribute %s has %d values, expected %d", name, n, want);
+    for (int i = 0; i < n; i++) v[i] = a[i];
+    return SH_OK;
+}
+
+int sh_win_setup(sh_kctx *k, const sh_tensor *x, const int64_t *kernel, int allow_ceil, int allow_dil, int allow_3d,
+                 sh_win *w)
+{
+    char b1[96];
+    memset(w, 0, sizeof *w);
+    int nsp = x->ndim - 2;
+    if (nsp < 1 || nsp > (allow_3d ? 3 : 2))
+        return sh_op_err(k, nsp == 3 ? SH_EUNSUPPORTED : SH_ESHAPE, "input %s: expected N,C plus 1%s spatial dims",
+                         shs(x, b1, sizeof b1), allow_3d ? ", 2 or 3" : " or 2");
+    int64_t ks[3], st[3], dl[3], pd[6];
+    if (kernel) for (int i = 0; i < nsp; i++) ks[i] = kernel[i];
+    else {
+        const int64_t *a;
+        int n = sh_attr_ints(k->node, "kernel_shape", &a);
+        if (n != nsp)
+            return sh_op_err(k, SH_EINVAL, "kernel_shape has %d values, input %s has %d spatial dims", n < 0 ? 0 : n,
+                             shs(x, b1, sizeof b1), nsp);
+        for (int i = 0; i < nsp; i++) ks[i] = a[i];
+    }
+    int rc;
+    if ((rc = attr_n(k, "strides", nsp, st, 1)) || (rc = attr_n(k, "dilations", nsp, dl, 1)) ||
+        (rc = attr_n(k, "pads", 2 * nsp, pd, 0)))
+        return rc;
+    for (int i = 0; i < nsp; i++) {
+        if (ks[i] < 1 || st[i] < 1 || dl[i] < 1 || pd[i] < 0 || pd[i + nsp] < 0)
+            return sh_op_err(k, SH_EINVAL, "bad kernel %lld / stride %lld / dilation %lld / pads %lld,%lld",
+                             (long long)ks[i], (long long)st[i], (long long)dl[i], (long long)pd[i],
+                             (long long)pd[i + nsp]);
+        if (!allow_dil && dl[i] != 1) return sh_op_err(k, SH_EUNSUPPORTED, "dilations other than 1 are not supported");
+    }
+    const char *ap = sh_attr_string(k->node, "auto_pad", "NOTSET");
+    int ceil_mode = allow_ceil ? (int)sh_attr_int(k->node, "ceil_mode", 0) : 0;
+    int64_t in[3], out[3];
+    for (int i = 0; i < nsp; i++) in[i] = x->shape[2 + i];
+    for (int i = 0; i < nsp; i++) {
+        int64_t ek = (ks[i] - 1) * dl[i] + 1;
+        if (!strcmp(ap, "SAME_UPPER") || !strcmp(ap, "SAME_LOWER")) {
+            out[i] = (in[i] + st[i] - 1) / st[i];
+            int64_t tot = (out[i] - 1) * st[i] + ek - in[i];
+            if (tot < 0) tot = 0;
+            pd[i] = !strcmp(ap, "SAME_UPPER") ? tot / 2 : tot - tot / 2;
+            pd[i + nsp] = tot - pd[i];
+        } else if (!strcmp(ap, "VALID")) {
+            pd[i] = pd[i + nsp] = 0;
+            out[i] = in[i] >= ek ? (in[i] - ek) / st[i] + 1 : 0;
+        } else if (!strcmp(ap, "NOTSET") || !*ap) {
+            int64_t span = in[i] + pd[i] + pd[i + nsp] - ek;
+            if (span < 0) out[i] = 0;
+            else if (ceil_mode) {
+                out[i] = (span + st[i] - 1) / st[i] + 1;
+                /* the last window must start inside the input or left padding */
+                if ((out[i] - 1) * st[i] >= in[i] + pd[i]) out[i]--;
+            } else out[i] = span / st[i] + 1;
+        } else return sh_op_err(k, SH_EINVAL, "auto_pad '%s' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID", ap);
+        if (out[i] < 1)
+            return sh_op_err(k, SH_ESHAPE, "input %s is smaller than the kernel (%lld, dilation %lld, pads %lld+%lld)",
+                             shs(x, b1, sizeof b1), (long long)ks[i], (long long)dl[i], (long long)pd[i],
+                             (long long)pd[i + nsp]);
+    }
+    w->nsp = nsp;
+    w->N = x->shape[0];
+    w->C = x->shape[1];
+    w->D = w->kd = w->sd = w->dd = w->OD = 1;
+    if (nsp == 3) {
+        w->D = in[0], w->kd = ks[0], w->sd = st[0], w->dd = dl[0], w->pf = pd[0], w->pk = pd[3], w->OD = out[0];
+        w->H = in[1], w->W = in[2];
+        w->kh = ks[1], w->kw = ks[2], w->sh = st[1], w->sw = st[2], w->dh = dl[1], w->dw = dl[2];
+        w->pt = pd[1], w->pl = pd[2], w->pb = pd[4], w->pr = pd[5];
+        w->OH = out[1], w->OW = out[2];
+    } else if (nsp == 1) {
+        w->H = 1, w->W = in[0];
+        w->kh = 1, w->kw = ks[0], w->sh = 1, w->sw = st[0], w->dh = 1, w->dw = dl[0];
+        w->pt = w->pb = 0, w->pl = pd[0], w->pr = pd[1];
+        w->OH = 1, w->OW = out[0];
+    } else {
+        w->H = in[0], w->W = in[1];
+        w->kh = ks[0], w->kw = ks[1], w->sh = st[0], w->sw = st[1], w->dh = dl[0], w->dw = dl[1];
+        w->pt = pd[0], w->pl = pd[1], w->pb = pd[2], w->pr = pd[3];
+        w->OH = out[0], w->OW = out[1];
+    }
+    return SH_OK;
+}
+
+/* ---- Conv ------------------------------------------------------------ */
+
+typedef struct conv_geom {
+    sh_win w;
+    int64_t M, G, Cg, Mg, Kc; /* out channels, groups, in/out channels per group, Cg*kh*kw */
+    int64_t HW, OHW;
+    int pointwise;            /* 1x1, stride 1, no pads: col == input */
+    int depthwise;            /* Cg == 1: direct kernel */
+} conv_geom;
+
+static int conv_setup(sh_kctx *k, const sh_tensor *const *in, int n_in, conv_geom *g)
+{
+    char b1[96], b2[96], b3[96];
+    const sh_tensor *x = in[0], *wt = in[1], *b = n_in > 2 ? in[2] : NULL;
+    if (x->fmt != SH_F32 || wt->fmt != SH_F32 || (b && b->fmt != SH_F32))
+        return sh_op_err(k, SH_EUNSUPPORTED, "Conv needs f32 input, weight and bias");
+    if (wt->ndim != x->ndim || x->ndim < 3)
+        return sh_op_err(k, SH_ESHAPE, "input %s and weight %s: ranks differ or rank < 3", shs(x, b1, sizeof b1),
+                         shs(wt, b2, sizeof b2));
+    int64_t G = sh_attr_int(k->node, "group", 1);
+    int64_t M = wt->shape[0], C = x->shape[1];
+    if (G < 1 || C % G || M % G)
+        return sh_op_err(k, SH_ESHAPE, "input %s has %lld channels, weight %s: group %lld does not divide channels",
+                         shs(x, b1, sizeof b1), (long long)C, shs(wt, b2, sizeof b2), (long long)G);
+    if (wt->shape[1] != C / G)
+        return sh_op_err(k, SH_ESHAPE, "input %s has %lld channels, weight %s with group %lld expects %lld",
+                         shs(x, b1, sizeof b1), (long long)C, shs(wt, b2, sizeof b2), (long long)G,
+                         (long long)(wt->shape[1] * G));
+    const int64_t *ksa;
+    int nks = sh_attr_ints(k->node, "kernel_shape", &ksa);
+    for (int i = 0; nks > 0 && i < nks && i + 2 < wt->ndim; i++)
+        if (ksa[i] != wt->shape[2 + i] || nks != wt->ndim - 2)
+            return sh_op_err(k, SH_ESHAPE, "kernel_shape attribute does not match weight %s", shs(wt, b2, sizeof b2));
+    if (b && (sh_tensor_numel(b) != M || b->ndim != 1))
+        return sh_op_err(k, SH_ESHAPE, "bias %s does not match weight %s (%lld output channels)",
+                         shs(b, b3, sizeof b3), shs(wt, b2, sizeof b2), (long long)M);
+    int rc = sh_win_setup(k, x, wt->shape + 2, 0, 1, 0, &g->w);
+    if (rc) return rc;
+    g->M = M, g->G = G, g->Cg = C / G, g->Mg = M / G;
+    g->Kc = g->Cg * g->w.kh * g->w.kw;
+    g->HW = g->w.H * g->w.W, g->OHW = g->w.OH * g->w.OW;
+    const sh_win *w = &g->w;
+    g->pointwise = w->kh == 1 && w->kw == 1 && w->sh == 1 && w->sw == 1 && !w->pt && !w->pl && !w->pb && !w->pr;
+    g->depthwise = g->Cg == 1 && G > 1 && !g->pointwise;
+    return SH_OK;
+}
+
+static int conv_infer(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *const *out, int n_out)
+{
+    conv_geom g;
+    int rc = conv_setup(k, in, n_in, &g);
+    if (rc) return rc;
+    int64_t s[4] = {g.w.N, g.M, g.w.OH, g.w.OW};
+    if (g.w.nsp == 1) s[2] = g.w.OW;
+    sh_tensor_set_shape(out[0], SH_F32, 2 + g.w.nsp, s);
+    return SH_OK;
+}
+
+/* col[(c*kh + i)*kw + j][oh*OW + ow] (row stride ldc) from one image's C
+ * channels starting at x. */
+/* (No OpenMP here: the gemm that follows runs on OpenBLAS's threads, and
+ * spinning OpenMP workers would compete with them.) */
+static void im2col_rows(const float *x, int64_t C, const sh_win *w, float *col, int64_t ldc, int64_t oh0, int64_t oh1)
+{
+    const int64_t H = w->H, W = w->W, OW = w->OW, kh = w->kh, kw = w->kw;
+    int64_t rows = C * kh * kw;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t c = r / (kh * kw), i = (r / kw) % kh, j = r % kw;
+        const float *xc = x + c * H * W;
+        float *dst = col + r * ldc;
+        int64_t offw = j * w->dw - w->pl;
+        /* valid ow range: 0 <= ow*sw + offw < W */
+        int64_t ow0 = offw >= 0 ? 0 : (-offw + w->sw - 1) / w->sw;
+        int64_t ow1 = W - offw <= 0 ? 0 : (W - offw + w->sw - 1) / w->sw;
+        if (ow1 > OW) ow1 = OW;
+        if (ow0 > ow1) ow0 = ow1;
+        for (int64_t oh = oh0; oh < oh1; oh++) {
+            int64_t ih = oh * w->sh - w->pt + i * w->dh;
+            float *d = dst + (oh - oh0) * OW;
+            if (ih < 0 || ih >= H) {
+                memset(d, 0, sizeof(float) * (size_t)OW);
+                continue;
+            }
+            const float *src = xc + ih * W + offw;
+            for (int64_t ow = 0; ow < ow0; ow++) d[ow] = 0.0f;
+            if (w->sw == 1) memcpy(d + ow0, src + ow0, sizeof(float) * (size_t)(ow1 - ow0));
+            else
+                for (int64_t ow = ow0; ow < ow1; ow++) d[ow] = src[ow * w->sw];
+            for (int64_t ow = ow1; ow < OW; ow++) d[ow] = 0.0f;
+        }
+    }
+}
+
+static void im2col(const float *x, int64_t C, const sh_win *w, float *col, int64_t ldc)
+{
+    im2col_rows(x, C, w, col, ldc, 0, w->OH);
+}
+
+/* Inverse of im2col: accumulate col into x (C channels). */
+static void col2im(const float *col, int64_t C, const sh_win *w, float *x, int64_t ldc)
+{
+    const int64_t H = w->H, W = w->W, OH = w->OH, OW = w->OW, kh = w->kh, kw = w->kw;
+    for (int64_t c = 0; c < C; c++) {
+        float *xc = x + c * H * W;
+        for (int64_t i = 0; i < kh; i++)
+            for (int64_t j = 0; j < kw; j++) {
+                const float *src = col + ((c * kh + i) * kw + j) * ldc;
+                int64_t offw = j * w->dw - w->pl;
+                int64_t ow0 = offw >= 0 ? 0 : (-offw + w->sw - 1) / w->sw;
+                int64_t ow1 = W - offw <= 0 ? 0 : (W - offw + w->sw - 1) / w->sw;
+                if (ow1 > OW) ow1 = OW;
+                for (int64_t oh = 0; oh < OH; oh++) {
+                    int64_t ih = oh * w->sh - w->pt + i * w->dh;
+                    if (ih < 0 || ih >= H) continue;
+                    float *d = xc + ih * W + offw;
+                    const float *s = src + oh * OW;
+                    if (w->sw == 1) {
+#pragma omp simd
+                        for (int64_t ow = ow0; ow < ow1; ow++) d[ow] += s[ow];
+                    } else
+                        for (int64_t ow = ow0; ow < ow1; ow++) d[ow * w->sw] += s[ow];
+                }
+            }
+    }
+}
+
+/* Direct depthwise conv (Cg == 1): output channel m reads input channel m / Mg. */
+static void conv_depthwise(const conv_geom *g, const float *x, const float *wt, const float *bias, float *restrict y,
+                           int nth)
+{
+    const sh_win *w = &g->w;
+    const int64_t H = w->H, W = w->W, OH = w->OH, OW = w->OW, kh = w->kh, kw = w->kw;
+    int64_t planes = w->N * g->M;
+#pragma omp parallel for num_threads(nth) if (nth > 1 && planes * OH * OW * kh * kw > 1000000) schedule(static)
+    for (int64_t pl = 0; pl < planes; pl++) {
+        int64_t n = pl / g->M, m = pl % g->M, c = m / g->Mg;
+        const float *xc = x + (n * w->C + c) * H * W;
+        const float *wm = wt + m * kh * kw;
+        float *yp = y + pl * OH * OW;
+        float b0 = bias ? bias[m] : 0.0f;
+        for (int64_t oh = 0; oh < OH; oh++) {
+            float *yr = yp + oh * OW;
+            for (int64_t ow = 0; ow < OW; ow++) yr[ow] = b0;
+            for (int64_t i = 0; i < kh; i++) {
+                int64_t ih = oh * w->sh - w->pt + i * w->dh;
+                if (ih < 0 || ih >= H) continue;
+                const float *xr = xc + ih * W;
+                for (int64_t j = 0; j < kw; j++) {
+                    float wv = wm[i * kw + j];
+                    int64_t offw = j * w->dw - w->pl;
+                    int64_t ow0 = offw >= 0 ? 0 : (-offw + w->sw - 1) / w->sw;
+                    int64_t ow1 = W - offw <= 0 ? 0 : (W - offw + w->sw - 1) / w->sw;
+                    if (ow1 > OW) ow1 = OW;
+                    const float *restrict s = xr + offw;
+                    float *restrict yo = yr;
+                    if (w->sw == 1) {
+#pragma omp simd
+                        for (int64_t ow = ow0; ow < ow1; ow++) yo[ow] += wv * s[ow];
+                    } else
+                        for (int64_t ow = ow0; ow < ow1; ow++) yo[ow] += wv * s[ow * w->sw];
+                }
+            }
+        }
+    }
+}
+
+
+/* ---- direct stride-1 kernel (AVX2 + FMA) -------------------------------
+ * Implicit im2col: the input (one image, one group) is copied once into a
+ * zero-padded buffer xp [Cg][Hp][Wp]; output position p = oh*Wp + ow of a
+ * "wide" output grid (ow < Wp, the columns >= OW are junk) reads tap (i,j)
+ * of channel c at xp[c][p + i*dh*Wp + j*dw], so a run of consecutive p is a
+ * contiguous load.  A register tile is 4 output channels x 24 positions
+ * (12 accumulators).  Results go to yw [Mg][Pr], then are compacted into y
+ * with the bias. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define SH_CONV_DIRECT 1
+#define DT_P 24
+
+__attribute__((target("avx2,fma"))) static void dtile4(const float *xp, int64_t plane, int64_t Cg, const int64_t *offs,
+                                                      int ntap, const float *w, int64_t wstride, float *yw, int64_t ldy)
+{
+    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a10 = a00, a11 = a00, a12 = a00;
+    __m256 a20 = a00, a21 = a00, a22 = a00, a30 = a00, a31 = a00, a32 = a00;
+    const float *w0 = w, *w1 = w + wstride, *w2 = w + 2 * wstride, *w3 = w + 3 * wstride;
+    for (int64_t c = 0; c < Cg; c++) {
+        const float *xc = xp + c * plane;
+        for (int t = 0; t < ntap; t++) {
+            const float *xs = xc + offs[t];
+            __m256 x0 = _mm256_loadu_ps(xs), x1 = _mm256_loadu_ps(xs + 8), x2 = _mm256_loadu_ps(xs + 16), wv;
+            wv = _mm256_broadcast_ss(w0 + t);
+            a00 = _mm256_fmadd_ps(wv, x0, a00), a01 = _mm256_fmadd_ps(wv, x1, a01), a02 = _mm256_fmadd_ps(wv, x2, a02);
+            wv = _mm256_broadcast_ss(w1 + t);
+            a10 = _mm256_fmadd_ps(wv, x0, a10), a11 = _mm256_fmadd_ps(wv, x1, a11), a12 = _mm256_fmadd_ps(wv, x2, a12);
+            wv = _mm256_broadcast_ss(w2 + t);
+            a20 = _mm256_fmadd_ps(wv, x0, a20), a21 = _mm256_fmadd_ps(wv, x1, a21), a22 = _mm256_fmadd_ps(wv, x2, a22);
+            wv = _mm256_broadcast_ss(w3 + t);
+            a30 = _mm256_fmadd_ps(wv, x0, a30), a31 = _mm256_fmadd_ps(wv, x1, a31), a32 = _mm256_fmadd_ps(wv, x2, a32);
+        }
+        w0 += ntap, w1 += ntap, w2 += ntap, w3 += ntap;
+    }
+    _mm256_storeu_ps(yw, a00), _mm256_storeu_ps(yw + 8, a01), _mm256_storeu_ps(yw + 16, a02);
+    yw += ldy;
+    _mm256_storeu_ps(yw, a10), _mm256_storeu_ps(yw + 8, a11), _mm256_storeu_ps(yw + 16, a12);
+    yw += ldy;
+    _mm256_storeu_ps(yw, a20), _mm256_storeu_ps(yw + 8, a21), _mm256_storeu_ps(yw + 16, a22);
+    yw += ldy;
+    _mm256_storeu_ps(yw, a30), _mm256_storeu_ps(yw + 8, a31), _mm256_storeu_ps(yw + 16, a32);
+}
+
+__attribute__((target("avx2,fma"))) static void dtile1(const float *xp, int64_t plane, int64_t Cg, const int64_t *offs,
+                                                      int ntap, const float *w, float *yw)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0;
+    for (int64_t c = 0; c < Cg; c++) {
+        const float *xc = xp + c * plane;
+        for (int t = 0; t < ntap; t++) {
+            const float *xs = xc + offs[t];
+            __m256 wv = _mm256_broadcast_ss(w + t);
+            a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs), a0);
+            a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + 8), a1);
+            a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + 16), a2);
+        }
+        w += ntap;
+    }
+    _mm256_storeu_ps(yw, a0), _mm256_storeu_ps(yw + 8, a1), _mm256_storeu_ps(yw + 16, a2);
+}
+
+static int cpu_has_avx2_fma(void)
+{
+    /* libgcc initialises the CPU model before main (no state of ours) */
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#else
+#define SH_CONV_DIRECT 0
+#endif
+
+/* Sizes of the direct path's buffers (floats): padded input and wide output. */
+static void direct_sizes(const conv_geom *g, int64_t *xsz, int64_t *ysz, int64_t *Hp, int64_t *Wp, int64_t *Pr)
+{
+    const sh_win *w = &g->w;
+    *Hp = w->H + w->pt + w->pb, *Wp = w->W + w->pl + w->pr;
+    int64_t P = w->OH * *Wp;
+    *Pr = (P + DT_P - 1) / DT_P * DT_P;
+    /* the last tile reads up to index Cg*Hp*Wp + (kw-1)*dw + (Pr-P) - 1 */
+    *xsz = g->Cg * *Hp * *Wp + (*Pr - P) + (w->kw - 1) * w->dw + 16;
+    *ysz = g->Mg * *Pr;
+}
+
+static int direct_ok(const conv_geom *g)
+{
+#if SH_CONV_DIRECT
+    const sh_win *w = &g->w;
+    return cpu_has_avx2_fma() && w->sh == 1 && w->sw == 1 && !g->pointwise && !g->depthwise && g->Cg >= 4 && w->kh * w->kw <= 64;
+#else
+    (void)g;
+    return 0;
+#endif
+}
+
+#if SH_CONV_DIRECT
+/* One image: x [C][H][W] -> y [M][OH][OW]. */
+static void conv_direct_image(const conv_geom *g, const float *x, const float *wt, const float *bias, float *y,
+                              float *xp, float *yw, int nth)
+{
+    const sh_win *w = &g->w;
+    int64_t Hp, Wp, Pr, xsz, ysz;
+    direct_sizes(g, &xsz, &ysz, &Hp, &Wp, &Pr);
+    int64_t plane = Hp * Wp, OHW = g->OHW, Kc = g->Kc;
+    int64_t offs[64];
+    int ntap = (int)(w->kh * w->kw);
+    for (int64_t i = 0; i < w->kh; i++)
+        for (int64_t j = 0; j < w->kw; j++) offs[i * w->kw + j] = i * w->dh * Wp + j * w->dw;
+    int64_t nmb = (g->Mg + 3) / 4, npb = Pr / DT_P;
+    for (int64_t gi = 0; gi < g->G; gi++) {
+        const float *xg = x + gi * g->Cg * w->H * w->W;
+        memset(xp, 0, sizeof(float) * (size_t)xsz);
+        for (int64_t c = 0; c < g->Cg; c++)
+            for (int64_t h = 0; h < w->H; h++)
+                memcpy(xp + c * plane + (h + w->pt) * Wp + w->pl, xg + (c * w->H + h) * w->W, sizeof(float) * (size_t)w->W);
+        const float *wg = wt + gi * g->Mg * Kc;
+        int64_t work = nmb * npb;
+#pragma omp parallel for num_threads(nth) if (nth > 1 && g->Mg * Pr * Kc > 200000) schedule(static)
+        for (int64_t q = 0; q < work; q++) {
+            int64_t pb = q / nmb, mb = q % nmb, m0 = mb * 4, p0 = pb * DT_P;
+            if (m0 + 4 <= g->Mg) dtile4(xp + p0, plane, g->Cg, offs, ntap, wg + m0 * Kc, Kc, yw + m0 * Pr + p0, Pr);
+            else
+                for (int64_t m = m0; m < g->Mg; m++) dtile1(xp + p0, plane, g->Cg, offs, ntap, wg + m * Kc, yw + m * Pr + p0);
+        }
+        float *yg = y + gi * g->Mg * OHW;
+        for (int64_t m = 0; m < g->Mg; m++) {
+            float b = bias ? bias[gi * g->Mg + m] : 0.0f;
+            for (int64_t oh = 0; oh < w->OH; oh++) {
+                const float *s = yw + m * Pr + oh * Wp;
+                float *d = yg + m * OHW + oh * w->OW;
+#pragma omp simd
+                for (int64_t ow = 0; ow < w->OW; ow++) d[ow] = s[ow] + b;
+            }
+        }
+    }
+}
+#endif
+
+static void add_bias(float *y, const float *bias, int64_t M, int64_t OHW)
+{
+    if (!bias) return;
+    for (int64_t m = 0; m < M; m++) {
+        float b = bias[m];
+        float *r = y + m * OHW;
+#pragma omp simd
+        for (int64_t i = 0; i < OHW; i++) r[i] += b;
+    }
+}
+
+static int conv_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *const *out, int n_out)
+{
+    conv_geom g;
+    int rc = conv_setup(k, in, n_in, &g);
+    if (rc) return rc;
+    const float *x = in[0]->data, *wt = in[1]->data, *bias = n_in > 2 && in[2] ? in[2]->data : NULL;
+    float *y = out[0]->data;
+    const sh_win *w = &g.w;
+    int nth = k->nthreads > 0 ? k->nthreads : 1;
+    if (g.depthwise) {
+        conv_depthwise(&g, x, wt, bias, y, nth);
+        return SH_OK;
+    }
+    const int64_t N = w->N, C = w->C, M = g.M, OHW = g.OHW, Kc = g.Kc;
+#if SH_CONV_DIRECT
+    if (direct_ok(&g)) {
+        int64_t Hp, Wp, Pr, xsz, ysz;
+        direct_sizes(&g, &xsz, &ysz, &Hp, &Wp, &Pr);
+        float *xp = sh_kctx_scratch(k, sizeof(float) * (size_t)(xsz + ysz));
+        if (!xp) return sh_op_err(k, SH_ENOMEM, "out of memory for conv buffers");
+        for (int64_t n = 0; n < N; n++) conv_direct_image(&g, x + n * C * g.HW, wt, bias, y + n * M * OHW, xp, xp + xsz, nth);
+        return SH_OK;
+    }
+#endif
+    if (g.pointwise) {
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t gi = 0; gi < g.G; gi++) {
+                const float *xg = x + (n * C + gi * g.Cg) * OHW;
+                float *yg = y + (n * M + gi * g.Mg) * OHW;
+                sh_sgemm(0, 0, g.Mg, OHW, g.Cg, 1.0f, wt + gi * g.Mg * Kc, Kc, xg, OHW, 0.0f, yg, OHW);
+            }
+        for (int64_t n = 0; n < N; n++) add_bias(y + n * M * OHW, bias, M, OHW);
+        return SH_OK;
+    }
+    /* im2col: several images per gemm when the per-image gemm is small */
+    int64_t nb = 1;
+    if (g.G == 1 && N > 1) {
+        nb = (int64_t)(1 << 22) / (sizeof(float) * (size_t)(Kc * OHW + M * OHW));
+        if (nb < 1) nb = 1;
+        if (nb > N) nb = N;
+    }
+    size_t colsz = (size_t)(Kc * OHW * nb), tmpsz = nb > 1 ? (size_t)(M * OHW * nb) : 0;
+    float *col = sh_kctx_scratch(k, sizeof(float) * (colsz + tmpsz));
+    if (!col) return sh_op_err(k, SH_ENOMEM, "out of memory for im2col buffer (%zu bytes)", sizeof(float) * colsz);
+    float *tmp = col + colsz;
+    for (int64_t n0 = 0; n0 < N; n0 += nb) {
+        int64_t cnt = N - n0 < nb ? N - n0 : nb;
+        if (cnt == 1) {
+            /* im2col a band of output rows at a time so that the column
+             * buffer stays in L2 */
+            int64_t band = (int64_t)(CONV_BAND_BYTES / (sizeof(float) * (size_t)(Kc * w->OW)));
+            if (band < 1) band = 1;
+            if (band > w->OH) band = w->OH;
+            for (int64_t gi = 0; gi < g.G; gi++)
+                for (int64_t oh0 = 0; oh0 < w->OH; oh0 += band) {
+                    int64_t oh1 = oh0 + band < w->OH ? oh0 + band : w->OH, nc = (oh1 - oh0) * w->OW;
+                    im2col_rows(x + (n0 * C + gi * g.Cg) * g.HW, g.Cg, w, col, nc, oh0, oh1);
+                    sh_sgemm(0, 0, g.Mg, nc, Kc, 1.0f, wt + gi * g.Mg * Kc, Kc, col, nc, 0.0f,
+                             y + (n0 * M + gi * g.Mg) * OHW + oh0 * w->OW, OHW);
+                }
+            add_bias(y + n0 * M * OHW, bias, M, OHW);
+            continue;
+        }
+        int64_t ld = cnt * OHW;
+        for (int64_t q = 0; q < cnt; q++) im2col(x + (n0 + q) * C * g.HW, C, w, col + q * OHW, ld);
+        sh_sgemm(0, 0, M, ld, Kc, 1.0f, wt, Kc, col, ld, 0.0f, tmp, ld);
+        for (int64_t q = 0; q < cnt; q++)
+            for (int64_t m = 0; m < M; m++) {
+                float *d = y + ((n0 + q) * M + m) * OHW;
+                const float *s = tmp + m * ld + q * OHW;
+                float b = bias ? bias[m] : 0.0f;
+#pragma omp simd
+                for (int64_t i = 0; i < OHW; i++) d[i] = s[i] + b;
+            }
+    }
+    return SH_OK;
+}
+
+static int conv_bwd(sh_kctx *k, const sh_tensor *const *in, int n_in, const sh_tensor *const *out, int n_out,
+                    const sh_tensor *const *dout, sh_tensor *const *din)
+{
+    if (!dout[0]) return SH_OK;
+    conv_geom g;
+    int rc = conv_setup(k, in, n_in, &g);
+    if (rc) return rc;
+    const float *x = in[0]->data, *wt = in[1]->data, *dy = dout[0]->data;
+    float *dx = din[0] ? din[0]->data : NULL, *dw = din[1] ? din[1]->data : NULL;
+    float *db = n_in > 2 && in[2] && din[2] ? din[2]->data : NULL;
+    const sh_win *w = &g.w;
+    const int64_t N = w->N, C = w->C, M = g.M, OHW = g.OHW, Kc = g.Kc, HW = g.HW;
+    if (db)
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t m = 0; m < M; m++) {
+                const float *r = dy + (n * M + m) * OHW;
+                float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+                for (int64_t i = 0; i < OHW; i++) s += r[i];
+                db[m] += s;
+            }
+    if (!dx && !dw) return SH_OK;
+    if (g.pointwise) {
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t gi = 0; gi < g.G; gi++) {
+                const float *dyg = dy + (n * M + gi * g.Mg) * OHW;
+                const float *wg = wt + gi * g.Mg * Kc;
+                if (dw) sh_sgemm(0, 1, g.Mg, g.Cg, OHW, 1.0f, dyg, OHW, x + (n * C + gi * g.Cg) * HW, HW, 1.0f,
+                                 dw + gi * g.Mg * Kc, Kc);
+                if (dx) sh_sgemm(1, 0, g.Cg, OHW, g.Mg, 1.0f, wg, Kc, dyg, OHW, 1.0f, dx + (n * C + gi * g.Cg) * HW, HW);
+            }
+        return SH_OK;
+    }
+    float *col = sh_kctx_scratch(k, sizeof(float) * (size_t)(Kc * OHW));
+    if (!col) return sh_op_err(k, SH_ENOMEM, "out of memory for im2col buffer");
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t gi = 0; gi < g.G; gi++) {
+            const float *dyg = dy + (n * M + gi * g.Mg) * OHW;
+            const float *wg = wt + gi * g.Mg * Kc;
+            if (dw) {
+                im2col(x + (n * C + gi * g.Cg) * HW, g.Cg, w, col, OHW);
+                sh_sgemm(0, 1, g.Mg, Kc, OHW, 1.0f, dyg, OHW, col, OHW, 1.0f, dw + gi * g.Mg * Kc, Kc);
+            }
+            if (dx) {
+                sh_sgemm(1, 0, Kc, OHW, g.Mg, 1.0f, wg, Kc, dyg, OHW, 0.0f, col, OHW);
+                col2im(col, g.Cg, w, dx + (n * C + gi * g.Cg) * HW, OHW);
+            }
+        }
+    return SH_OK;
+}
+
+const sh_op_def sh_op_conv = {"Conv", 2, 3, 1, 1, conv_infer, conv_fwd, conv_bwd, 0, 0x6, NULL, 0};

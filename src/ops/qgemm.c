@@ -1,0 +1,289 @@
+/* qgemm.c - drivers of the integer kernels: packing, argument checks, the
+ * per-channel epilogue constants, threading (OpenMP over blocks of M and N)
+ * and the choice of the path (ref / avx2 / avx512) by the CPU level.
+ * Maths and layouts: qgemm.h. */
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops/qgemm.h"
+
+void sh_qgemm_b_free(sh_qgemm_b *b)
+{
+    if (!b) return;
+    free(b->data);
+    free(b->colsum);
+    free(b);
+}
+
+int sh_qgemm_pack_b(const int8_t *B, int64_t N, int64_t K, int64_t ldb, int level, sh_qgemm_b **out, sh_error *err)
+{
+    *out = NULL;
+    if (!B || N <= 0 || K <= 0 || ldb < K)
+        return sh_err(err, SH_EINVAL, "qgemm pack: bad B [%lld,%lld] ldb %lld", (long long)N, (long long)K,
+                      (long long)ldb);
+    if (K > (1 << 24))
+        return sh_err(err, SH_EINVAL, "qgemm pack: K = %lld too large for int32 accumulation", (long long)K);
+    int best = sh_cpu_level();
+    if (level < 0 || level > best) level = best;
+    sh_qgemm_b *b = calloc(1, sizeof *b);
+    if (!b) return sh_err(err, SH_ENOMEM, "qgemm pack: out of memory");
+    b->level = level;
+    b->N = N;
+    b->K = K;
+    b->colsum = malloc((size_t)N * sizeof(int32_t));
+    if (!b->colsum) { free(b); return sh_err(err, SH_ENOMEM, "qgemm pack: out of memory"); }
+    for (int64_t n = 0; n < N; n++) {
+        int32_t s = 0;
+        for (int64_t k = 0; k < K; k++) s += B[n * ldb + k];
+        b->colsum[n] = s;
+    }
+    int rc = SH_OK;
+    if (level == SH_CPU_LEVEL_AVX512) rc = sh_qgemm_avx512_pack(B, ldb, b);
+    else if (level == SH_CPU_LEVEL_AVX2) rc = sh_qgemm_avx2_pack(B, ldb, b);
+    else {
+        b->Np = N;
+        b->Kp = K;
+        b->data = malloc((size_t)(N * K));
+        if (b->data)
+            for (int64_t n = 0; n < N; n++) memcpy((int8_t *)b->data + n * K, B + n * ldb, (size_t)K);
+        else rc = SH_ENOMEM;
+    }
+    if (rc != SH_OK || !b->data) {
+        sh_qgemm_b_free(b);
+        return sh_err(err, SH_ENOMEM, "qgemm pack: out of memory for B [%lld,%lld]", (long long)N, (long long)K);
+    }
+    *out = b;
+    return SH_OK;
+}
+
+int sh_qgemm(const void *A, int a_signed, int64_t M, int64_t lda, const sh_qgemm_b *B, const sh_qgemm_epi *epi,
+             void *C, int64_t ldc, int nthreads, sh_error *err)
+{
+    if (!A || !B || !epi || !C || M < 0 || lda < B->K || ldc < B->N)
+        return sh_err(err, SH_EINVAL, "qgemm: bad arguments (M %lld, K %lld, N %lld, lda %lld, ldc %lld)",
+                      (long long)M, (long long)B->K, (long long)B->N, (long long)lda, (long long)ldc);
+    if (epi->out != SH_I32 && epi->out != SH_F32 && epi->out != SH_U8 && epi->out != SH_I8)
+        return sh_err(err, SH_EUNSUPPORTED, "qgemm: output format %s (expected i32, f32, u8 or i8)",
+                      sh_format_get(epi->out) ? sh_format_get(epi->out)->name : "?");
+    if ((epi->out == SH_U8 || epi->out == SH_I8) && !(epi->y_scale > 0.0f))
+        return sh_err(err, SH_EINVAL, "qgemm: output scale %g must be > 0", (double)epi->y_scale);
+    if (M == 0) return SH_OK;
+    int64_t N = B->N;
+    float *scale = malloc((size_t)N * sizeof(float));
+    if (!scale) return sh_err(err, SH_ENOMEM, "qgemm: out of memory");
+    for (int64_t n = 0; n < N; n++) scale[n] = epi->a_scale * (epi->b_scale ? epi->b_scale[n] : 1.0f);
+    sh_qepi_k e = {epi->out, epi->a_zero + (a_signed ? 128 : 0), B->colsum, scale, epi->bias, epi->relu,
+                   epi->out == SH_U8 || epi->out == SH_I8 ? 1.0f / epi->y_scale : 1.0f, epi->y_zero};
+    int level = B->level;
+    int64_t nr = level == SH_CPU_LEVEL_AVX512 ? SH_QGEMM_NR_AVX512 : SH_QGEMM_NR_AVX2;
+    /* tasks: blocks of rows x blocks of columns */
+    int64_t mb = 256, nbk = nr * 8;
+    int64_t tm = (M + mb - 1) / mb, tn = (N + nbk - 1) / nbk;
+    int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
+    if (level == SH_CPU_REF) {
+        int64_t rows = 16, tr = (M + rows - 1) / rows;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (tr > 1)
+        for (int64_t t = 0; t < tr; t++) {
+            int64_t m0 = t * rows, m1 = m0 + rows < M ? m0 + rows : M;
+            sh_qgemm_ref_run(A, a_signed, lda, m0, m1, B, epi->a_zero, &e, C, ldc);
+        }
+    } else {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (tm * tn > 1)
+        for (int64_t t = 0; t < tm * tn; t++) {
+            int64_t i = t / tn, j = t % tn;
+            int64_t m0 = i * mb, m1 = m0 + mb < M ? m0 + mb : M;
+            int64_t n0 = j * nbk, n1 = n0 + nbk < N ? n0 + nbk : N;
+            const uint8_t *a = A;
+            if (level == SH_CPU_LEVEL_AVX512)
+                sh_qgemm_avx512_run(a, a_signed, lda, m0, m1, n0, n1, B, epi->a_zero, &e, C, ldc);
+            else
+                sh_qgemm_avx2_run(a, a_signed, lda, m0, m1, n0, n1, B, epi->a_zero, &e, C, ldc);
+        }
+    }
+    free(scale);
+    return SH_OK;
+}
+
+/* ---- low-bit weight GEMM -------------------------------------------------- */
+
+int sh_qmatmul(const float *X, int64_t M, const void *W, sh_format wf, int64_t N, int64_t K, const float *bias,
+               float *Y, int nthreads, int level, sh_error *err)
+{
+    const sh_format_traits *ft = sh_format_get(wf);
+    if (!sh_format_is_grouped(wf))
+        return sh_err(err, SH_EUNSUPPORTED, "qmatmul: weight format %s is not a grouped quantized format",
+                      ft ? ft->name : "?");
+    if (!X || !W || !Y || M < 0 || N <= 0 || K <= 0 || K % SH_QK)
+        return sh_err(err, SH_ESHAPE, "qmatmul: X [%lld,%lld] x W [%lld,%lld] (%s): K must be a positive multiple of %d",
+                      (long long)M, (long long)K, (long long)N, (long long)K, ft->name, SH_QK);
+    int best = sh_cpu_level();
+    if (level < 0 || level > best) level = best;
+    int64_t nb = K / SH_QK;
+    sh_block_q8_0 *xq = malloc((size_t)(M * nb) * sizeof *xq);
+    int32_t *xs = malloc((size_t)(M * nb) * sizeof *xs);
+    if (!xq || !xs) { free(xq); free(xs); return sh_err(err, SH_ENOMEM, "qmatmul: out of memory"); }
+    int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
+#pragma omp parallel for schedule(static) num_threads(nt) if (M > 1)
+    for (int64_t m = 0; m < M; m++) sh_quantize_q8_0_sums(X + m * K, xq + m * nb, xs + m * nb, K);
+    /* chunks of rows of W per task; each task runs every activation row so a
+     * chunk of W is read once from memory */
+    int64_t chunk = 64, tc = (N + chunk - 1) / chunk;
+#pragma omp parallel for schedule(dynamic, 4) num_threads(nt) if (tc > 1)
+    for (int64_t t = 0; t < tc; t++) {
+        int64_t n0 = t * chunk, n1 = n0 + chunk < N ? n0 + chunk : N;
+        for (int64_t m = 0; m < M; m++) {
+            const sh_block_q8_0 *q = xq + m * nb;
+            const int32_t *s = xs + m * nb;
+            float *y = Y + m * N;
+            int done = 0;
+            if (level == SH_CPU_LEVEL_AVX512) done = sh_qdot_rows_avx512(W, wf, K, n0, n1, q, s, bias, y);
+            else if (level == SH_CPU_LEVEL_AVX2) done = sh_qdot_rows_avx2(W, wf, K, n0, n1, q, s, bias, y);
+            if (!done) sh_qdot_rows_ref(W, wf, K, n0, n1, q, s, bias, y);
+        }
+    }
+    free(xq);
+    free(xs);
+    return SH_OK;
+}
+
+/* ---- prepared (packed) low-bit weights ----------------------------------- */
+
+int sh_qpacked_bits(sh_format wf, int *off, int *asym)
+{
+    *asym = 0;
+    switch (wf) {
+    case SH_Q4_0: *off = 8; return 4;
+    case SH_Q4_1: *off = 0; *asym = 1; return 4;
+    case SH_LOG4: *off = 64; return 4;
+    case SH_Q8_0: *off = 128; return 8;
+    case SH_Q3_0: *off = 4; return 3;
+    case SH_Q2_1: *off = 0; *asym = 1; return 2;
+    default: *off = 0; return 0;
+    }
+}
+
+static void pack_chunk(const sh_qweight *w, const uint8_t *W, int64_t g, int64_t b, uint8_t *dst)
+{
+    int off, asym, bits = sh_qpacked_bits(w->wf, &off, &asym);
+    int64_t nb = w->K / SH_QK;
+    size_t bb = (size_t)sh_format_get(w->wf)->block_bytes;
+    memset(dst, 0, (size_t)w->chunk);
+    uint8_t *codes = dst + (asym ? 64 : 32);
+    for (int r = 0; r < 16; r++) {
+        int64_t n = g * 16 + r;
+        if (n >= w->N) break;
+        const uint8_t *blk = W + (size_t)n * nb * bb + (size_t)b * bb;
+        memcpy(dst + 2 * r, blk, 2);
+        if (asym) memcpy(dst + 32 + 2 * r, blk + 2, 2);
+        uint8_t c[SH_QK];
+        if (w->wf == SH_LOG4)
+            for (int i = 0; i < SH_QK; i++) c[i] = i < 16 ? blk[2 + i] & 15 : blk[2 + i - 16] >> 4;
+        else {
+            float d, m;
+            sh_qblock_unpack(w->wf, blk, c, &d, &m);
+        }
+        for (int i = 0; i < SH_QK; i++) {
+            int j = i / 4, t = i % 4, at = r * 4 + t;
+            switch (bits) {
+            case 8: codes[j * 64 + at] = c[i]; break;
+            case 4: codes[(j & 3) * 64 + at] |= (uint8_t)(c[i] << (j >= 4 ? 4 : 0)); break;
+            case 2: codes[(j & 1) * 64 + at] |= (uint8_t)(c[i] << (2 * (j >> 1))); break;
+            case 3:
+                codes[(j & 1) * 64 + at] |= (uint8_t)((c[i] & 3) << (2 * (j >> 1)));
+                codes[128 + at] |= (uint8_t)((c[i] >> 2) << j);
+                break;
+            }
+        }
+    }
+}
+
+void sh_qweight_free(sh_qweight *w)
+{
+    if (!w) return;
+    free(w->data);
+    free(w);
+}
+
+int sh_qweight_new(const void *W, sh_format wf, int64_t N, int64_t K, int level, sh_qweight **out, sh_error *err)
+{
+    *out = NULL;
+    const sh_format_traits *ft = sh_format_get(wf);
+    if (!sh_format_is_grouped(wf))
+        return sh_err(err, SH_EUNSUPPORTED, "qweight: format %s is not a grouped quantized format", ft ? ft->name : "?");
+    if (!W || N <= 0 || K <= 0 || K % SH_QK)
+        return sh_err(err, SH_ESHAPE, "qweight: W [%lld,%lld] (%s): K must be a positive multiple of %d",
+                      (long long)N, (long long)K, ft->name, SH_QK);
+    int best = sh_cpu_level();
+    if (level < 0 || level > best) level = best;
+    sh_qweight *w = calloc(1, sizeof *w);
+    if (!w) return sh_err(err, SH_ENOMEM, "qweight: out of memory");
+    w->wf = wf;
+    w->N = N;
+    w->K = K;
+    w->level = level;
+    w->packed = level == SH_CPU_LEVEL_AVX512;
+    int64_t nb = K / SH_QK;
+    if (w->packed) {
+        int off, asym, bits = sh_qpacked_bits(wf, &off, &asym);
+        w->chunk = (asym ? 64 : 32) + (bits == 8 ? 512 : bits == 4 ? 256 : bits == 3 ? 192 : 128);
+        int64_t ng = (N + 15) / 16;
+        w->bytes = (size_t)(ng * nb * w->chunk);
+        w->data = aligned_alloc(64, w->bytes);
+        if (w->data)
+            for (int64_t g = 0; g < ng; g++)
+                for (int64_t b = 0; b < nb; b++) pack_chunk(w, W, g, b, (uint8_t *)w->data + (g * nb + b) * w->chunk);
+    } else {
+        w->bytes = sh_format_bytes(wf, N * K);
+        w->data = malloc(w->bytes);
+        if (w->data) memcpy(w->data, W, w->bytes);
+    }
+    if (!w->data) {
+        free(w);
+        return sh_err(err, SH_ENOMEM, "qweight: out of memory for [%lld,%lld] %s", (long long)N, (long long)K, ft->name);
+    }
+    *out = w;
+    return SH_OK;
+}
+
+int sh_qweight_matmul(const float *X, int64_t M, const sh_qweight *w, const float *bias, float *Y, int nthreads,
+                      sh_error *err)
+{
+    if (!w || !X || !Y || M < 0) return sh_err(err, SH_EINVAL, "qweight matmul: bad arguments");
+    if (!w->packed) return sh_qmatmul(X, M, w->data, w->wf, w->N, w->K, bias, Y, nthreads, w->level, err);
+    int64_t K = w->K, N = w->N, nb = K / SH_QK, ng = (N + 15) / 16;
+    int off, asym;
+    sh_qpacked_bits(w->wf, &off, &asym);
+    int fast = sh_cpu_level() == SH_CPU_LEVEL_AVX512;
+    sh_block_q8_0 *xq = malloc((size_t)(M * nb) * sizeof *xq);
+    int32_t *xs = malloc((size_t)(M * nb) * 2 * sizeof *xs);
+    float *da = malloc((size_t)(M * nb) * 2 * sizeof *da);
+    if (!xq || !xs || !da) { free(xq); free(xs); free(da); return sh_err(err, SH_ENOMEM, "qweight matmul: out of memory"); }
+    int32_t *ioff = xs + M * nb;
+    float *dsa = da + M * nb;
+    int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
+    for (int64_t m = 0; m < M; m++) {
+        sh_quantize_q8_0_sums(X + m * K, xq + m * nb, xs + m * nb, K);
+        for (int64_t b = m * nb; b < (m + 1) * nb; b++) {
+            float d = sh_h2f(xq[b].d);
+            ioff[b] = -off * xs[b];
+            dsa[b] = d * (float)xs[b];
+            da[b] = w->wf == SH_LOG4 ? d * (1.0f / 64.0f) : d;
+        }
+    }
+    int64_t gc = 4, tc = (ng + gc - 1) / gc; /* 64 rows per task */
+#pragma omp parallel for schedule(dynamic, 2) num_threads(nt) if (tc > 1)
+    for (int64_t t = 0; t < tc; t++) {
+        int64_t g0 = t * gc, g1 = g0 + gc < ng ? g0 + gc : ng;
+        for (int64_t m = 0; m < M; m++) {
+            if (fast)
+                sh_qpacked_rows_avx512(w, g0, g1, xq + m * nb, ioff + m * nb, da + m * nb, dsa + m * nb, bias, Y + m * N);
+            else
+                sh_qpacked_rows_ref(w, g0, g1, xq + m * nb, xs + m * nb, bias, Y + m * N);
+        }
+    }
+    free(xq);
+    free(xs);
+    free(da);
+    return SH_OK;
+}

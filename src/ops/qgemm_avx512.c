@@ -1,0 +1,363 @@
+/* qgemm_avx512.c - AVX-512 VNNI kernels (vpdpbusd: u8 x s8 -> s32).
+ * Everything here is compiled for AVX-512 F/BW/VL/VNNI by the pragma below
+ * and only called when sh_cpu_level() says the CPU has them, so the rest of
+ * the build stays portable.
+ *
+ * int8 GEMM layout: B in panels of 16 columns; a panel holds, for each group
+ * of 4 k, the 16 columns' 4 bytes (64 bytes = one zmm), so one vpdpbusd with
+ * the broadcast 4 bytes of an A row adds 4 k-steps to 16 columns.  A is
+ * packed per tile of MR rows as u8 (s8 + 128), rows interleaved by k-group.
+ * The microkernel keeps MR x 3 zmm accumulators (MR rows x 48 columns). */
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops/qgemm.h"
+
+#define MR 8
+#define NP 3 /* panels of 16 per microkernel */
+
+static int64_t rup(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+int sh_qgemm_avx512_pack(const int8_t *B, int64_t ldb, sh_qgemm_b *b)
+{
+    int64_t N = b->N, K = b->K, Np = rup(N, 16), Kp = rup(K, 4);
+    b->Np = Np;
+    b->Kp = Kp;
+    int8_t *d = aligned_alloc(64, (size_t)(Np * Kp));
+    if (!d) return SH_ENOMEM;
+    b->data = d;
+    for (int64_t p = 0; p < Np / 16; p++)
+        for (int64_t g = 0; g < Kp / 4; g++)
+            for (int c = 0; c < 16; c++)
+                for (int t = 0; t < 4; t++) {
+                    int64_t n = p * 16 + c, k = g * 4 + t;
+                    d[((p * (Kp / 4) + g) * 16 + c) * 4 + t] = n < N && k < K ? B[n * ldb + k] : 0;
+                }
+    return SH_OK;
+}
+
+/* MR x (16 np) tile; accumulators are named variables so they stay in
+ * registers (24 of the 32 zmm for np = 3). */
+#define LD4(p) ({ int32_t v_; memcpy(&v_, (p), 4); v_; })
+#define DECL(i) __m512i c##i##0 = _mm512_setzero_si512(), c##i##1 = c##i##0, c##i##2 = c##i##0;
+#define STEP(i)                                                                    \
+    {                                                                              \
+        __m512i av = _mm512_set1_epi32(LD4(ag + (i) * 4));                         \
+        c##i##0 = _mm512_dpbusd_epi32(c##i##0, av, b0);                            \
+        if (np > 1) c##i##1 = _mm512_dpbusd_epi32(c##i##1, av, b1);                \
+        if (np > 2) c##i##2 = _mm512_dpbusd_epi32(c##i##2, av, b2);                \
+    }
+#define STORE(i)                                                                   \
+    {                                                                              \
+        _mm512_storeu_si512(tile + (i) * (NP * 16), c##i##0);                      \
+        if (np > 1) _mm512_storeu_si512(tile + (i) * (NP * 16) + 16, c##i##1);     \
+        if (np > 2) _mm512_storeu_si512(tile + (i) * (NP * 16) + 32, c##i##2);     \
+    }
+static inline __attribute__((always_inline)) void mk(const uint8_t *a, const int8_t *b, int64_t pstride, int64_t kg,
+                                                     int np, int32_t *tile)
+{
+    DECL(0) DECL(1) DECL(2) DECL(3) DECL(4) DECL(5) DECL(6) DECL(7)
+    const int8_t *p1 = b + pstride, *p2 = b + 2 * pstride;
+    for (int64_t g = 0; g < kg; g++) {
+        __m512i b0 = _mm512_load_si512(b + g * 64);
+        __m512i b1 = np > 1 ? _mm512_load_si512(p1 + g * 64) : b0;
+        __m512i b2 = np > 2 ? _mm512_load_si512(p2 + g * 64) : b0;
+        const uint8_t *ag = a + g * (MR * 4);
+        STEP(0) STEP(1) STEP(2) STEP(3) STEP(4) STEP(5) STEP(6) STEP(7)
+    }
+    STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7)
+}
+#undef DECL
+#undef STEP
+#undef STORE
+
+void sh_qgemm_avx512_run(const uint8_t *A, int a_signed, int64_t lda, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
+                         const sh_qgemm_b *B, int32_t a_zero, const sh_qepi_k *e, void *C, int64_t ldc)
+{
+    int64_t Kp = B->Kp, K = B->K, kg = Kp / 4, rows = m1 - m0, mt = (rows + MR - 1) / MR;
+    uint8_t *pa = aligned_alloc(64, (size_t)rup(mt * MR * Kp, 64));
+    if (!pa) return; /* the driver cannot fail here; 256 x K bytes */
+    /* pack A: tile t, group g, row i, 4 bytes */
+    uint8_t x = a_signed ? 0x80 : 0;
+    for (int64_t t = 0; t < mt; t++)
+        for (int i = 0; i < MR; i++) {
+            int64_t m = m0 + t * MR + i;
+            uint8_t *dst = pa + t * MR * Kp + i * 4;
+            if (m < m1) {
+                const uint8_t *src = A + m * lda;
+                int64_t k = 0;
+                for (; k + 4 <= K; k += 4) {
+                    uint32_t v;
+                    memcpy(&v, src + k, 4);
+                    v ^= x * 0x01010101u;
+                    memcpy(dst + (k / 4) * MR * 4, &v, 4);
+                }
+                for (int64_t g = k / 4; g < kg; g++)
+                    for (int u = 0; u < 4; u++) dst[g * MR * 4 + u] = g * 4 + u < K ? (uint8_t)(src[g * 4 + u] ^ x) : 0;
+            } else
+                for (int64_t g = 0; g < kg; g++) memset(dst + g * MR * 4, 0, 4);
+        }
+    int32_t tile[MR * NP * 16] __attribute__((aligned(64)));
+    int64_t pstride = kg * 64;
+    const int8_t *bd = B->data;
+    for (int64_t n = n0; n < n1; n += NP * 16) {
+        int64_t nr = n1 - n < NP * 16 ? n1 - n : NP * 16;
+        int np = (int)((nr + 15) / 16);
+        const int8_t *bp = bd + (n / 16) * pstride;
+        for (int64_t t = 0; t < mt; t++) {
+            const uint8_t *at = pa + t * MR * Kp;
+            if (np == 3) mk(at, bp, pstride, kg, 3, tile);
+            else if (np == 2) mk(at, bp, pstride, kg, 2, tile);
+            else mk(at, bp, pstride, kg, 1, tile);
+            int64_t mr = rows - t * MR < MR ? rows - t * MR : MR;
+            sh_qepi_apply(e, tile, NP * 16, mr, nr, m0 + t * MR, n, C, ldc, 1);
+        }
+    }
+    free(pa);
+}
+
+/* ---- low-bit weight rows x q8_0 activations ---------------------------- */
+
+/* 32 codes of a block as u8 in a ymm (see quant_formats.h) */
+static inline __m256i nib(const uint8_t *qs)
+{
+    __m128i lo = _mm_loadu_si128((const __m128i *)qs);
+    __m256i v = _mm256_set_m128i(_mm_srli_epi16(lo, 4), lo);
+    return _mm256_and_si256(v, _mm256_set1_epi8(15));
+}
+static inline __m256i two(const uint8_t *qs)
+{
+    int64_t q;
+    memcpy(&q, qs, 8);
+    __m256i v = _mm256_srlv_epi64(_mm256_set1_epi64x(q), _mm256_set_epi64x(6, 4, 2, 0));
+    return _mm256_and_si256(v, _mm256_set1_epi8(3));
+}
+static inline __m256i hibit(const uint8_t *qh)
+{
+    int32_t h;
+    memcpy(&h, qh, 4);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32(h),
+                                    _mm256_set_epi64x(0x0303030303030303ll, 0x0202020202020202ll,
+                                                      0x0101010101010101ll, 0));
+    const __m256i bits = _mm256_set1_epi64x(0x8040201008040201ll);
+    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bits), bits);
+    return _mm256_and_si256(v, _mm256_set1_epi8(4));
+}
+
+static inline __m256i unpack(sh_format wf, const uint8_t *blk)
+{
+    switch (wf) {
+    case SH_Q4_0: return nib(blk + 2);
+    case SH_Q4_1: return nib(blk + 4);
+    case SH_LOG4: {
+        /* code -> 64 + s * (64 >> e): e = 7 -> 64 */
+        const __m256i lut = _mm256_setr_epi8(
+            (char)128, 96, 80, 72, 68, 66, 65, 64, 0, 32, 48, 56, 60, 62, 63, 64,
+            (char)128, 96, 80, 72, 68, 66, 65, 64, 0, 32, 48, 56, 60, 62, 63, 64);
+        return _mm256_shuffle_epi8(lut, nib(blk + 2));
+    }
+    case SH_Q8_0:
+        return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + 2)), _mm256_set1_epi8((char)0x80));
+    case SH_Q3_0: return _mm256_or_si256(two(blk + 2), hibit(blk + 10));
+    case SH_Q2_1: return two(blk + 4);
+    default: return _mm256_setzero_si256();
+    }
+}
+
+static inline __attribute__((always_inline)) void rows_k(const uint8_t *W, sh_format wf, int off, int asym, size_t bb,
+                                                         int64_t nb, int64_t n0, int64_t n1,
+                                                         const sh_block_q8_0 *xq, const __m256i *init,
+                                                         const float *da, const float *dsa, const float *bias,
+                                                         float *y)
+{
+    int64_t n = n0;
+    const size_t rs = (size_t)nb * bb;
+    for (; n + 4 <= n1; n += 4) {
+        const uint8_t *r0 = W + n * rs;
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+        float m0 = 0, m1 = 0, m2 = 0, m3 = 0;
+        for (int64_t b = 0; b < nb; b++) {
+            __m256i a = _mm256_loadu_si256((const __m256i *)xq[b].qs);
+            __m256 s = _mm256_set1_ps(da[b]);
+#define ROW(R)                                                                                   \
+            {                                                                                    \
+                const uint8_t *blk = r0 + (R) * rs + b * bb;                                     \
+                __m256i dot = _mm256_dpbusd_epi32(init[b], unpack(wf, blk), a);                  \
+                uint16_t dh;                                                                     \
+                memcpy(&dh, blk, 2);                                                             \
+                __m256 d = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(dh)), s);                      \
+                acc##R = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), d, acc##R);                    \
+                if (asym) {                                                                      \
+                    uint16_t mh;                                                                 \
+                    memcpy(&mh, blk + 2, 2);                                                     \
+                    m##R += _cvtsh_ss(mh) * dsa[b];                                              \
+                }                                                                                \
+            }
+            ROW(0) ROW(1) ROW(2) ROW(3)
+#undef ROW
+        }
+        __m256 acc[4] = {acc0, acc1, acc2, acc3};
+        float mm[4] = {m0, m1, m2, m3};
+        for (int r = 0; r < 4; r++) {
+            __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
+            h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+            h = _mm_add_ss(h, _mm_movehdup_ps(h));
+            y[n + r] = _mm_cvtss_f32(h) + mm[r] + (bias ? bias[n + r] : 0.0f);
+        }
+    }
+    for (; n < n1; n++) {
+        const uint8_t *r = W + n * rs;
+        __m256 acc = _mm256_setzero_ps();
+        float mt = 0;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *blk = r + b * bb;
+            __m256i a = _mm256_loadu_si256((const __m256i *)xq[b].qs);
+            __m256i dot = _mm256_dpbusd_epi32(init[b], unpack(wf, blk), a);
+            uint16_t dh;
+            memcpy(&dh, blk, 2);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(_cvtsh_ss(dh) * da[b]), acc);
+            if (asym) {
+                uint16_t mh;
+                memcpy(&mh, blk + 2, 2);
+                mt += _cvtsh_ss(mh) * dsa[b];
+            }
+        }
+        __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+        h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_add_ss(h, _mm_movehdup_ps(h));
+        y[n] = _mm_cvtss_f32(h) + mt + (bias ? bias[n] : 0.0f);
+    }
+}
+
+int sh_qdot_rows_avx512(const void *W, sh_format wf, int64_t K, int64_t n0, int64_t n1, const sh_block_q8_0 *xq,
+                        const int32_t *xs, const float *bias, float *y)
+{
+    int64_t nb = K / SH_QK;
+    int off;
+    switch (wf) {
+    case SH_Q4_0: off = 8; break;
+    case SH_Q3_0: off = 4; break;
+    case SH_LOG4: off = 64; break;
+    case SH_Q8_0: off = 128; break;
+    case SH_Q4_1: case SH_Q2_1: off = 0; break;
+    default: return 0;
+    }
+    /* per activation block: -off * lane sums (vpdpbusd's initial value), the
+     * f32 scale, and scale * sum for the min term of asymmetric formats */
+    __m256i *init = aligned_alloc(32, (size_t)nb * 32);
+    float *da = malloc((size_t)nb * 2 * sizeof(float));
+    if (!init || !da) { free(init); free(da); return 0; }
+    float *dsa = da + nb;
+    const __m256i ones = _mm256_set1_epi8(1);
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)xq[b].qs);
+        __m256i ls = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, a);
+        init[b] = _mm256_mullo_epi32(ls, _mm256_set1_epi32(-off));
+        da[b] = _cvtsh_ss(xq[b].d);
+        dsa[b] = da[b] * (float)xs[b];
+        if (wf == SH_LOG4) da[b] *= 1.0f / 64.0f; /* log4 codes are in units of d / 64 */
+    }
+    size_t bb = (size_t)sh_format_get(wf)->block_bytes;
+    const uint8_t *w = W;
+    switch (wf) { /* one instantiation per format: unpack inlined */
+    case SH_Q4_0: rows_k(w, SH_Q4_0, off, 0, bb, nb, n0, n1, xq, init, da, dsa, bias, y); break;
+    case SH_Q3_0: rows_k(w, SH_Q3_0, off, 0, bb, nb, n0, n1, xq, init, da, dsa, bias, y); break;
+    case SH_LOG4: rows_k(w, SH_LOG4, off, 0, bb, nb, n0, n1, xq, init, da, dsa, bias, y); break;
+    case SH_Q8_0: rows_k(w, SH_Q8_0, off, 0, bb, nb, n0, n1, xq, init, da, dsa, bias, y); break;
+    case SH_Q4_1: rows_k(w, SH_Q4_1, off, 1, bb, nb, n0, n1, xq, init, da, dsa, bias, y); break;
+    case SH_Q2_1: rows_k(w, SH_Q2_1, off, 1, bb, nb, n0, n1, xq, init, da, dsa, bias, y); break;
+    default: break;
+    }
+    free(init);
+    free(da);
+    return 1;
+}
+
+/* ---- packed low-bit weights: 16 rows per vector ------------------------- */
+
+static inline __attribute__((always_inline)) void pk(const sh_qweight *w, int bits, int asym, int islog, int64_t g0,
+                                                     int64_t g1, const sh_block_q8_0 *xq, const int32_t *ioff,
+                                                     const float *da, const float *dsa, const float *bias, float *y)
+{
+    const int64_t nb = w->K / SH_QK, chunk = w->chunk, hdr = asym ? 64 : 32;
+    const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(3), m1 = _mm512_set1_epi8(1);
+    const __m512i lut = _mm512_broadcast_i32x4(
+        _mm_setr_epi8((char)128, 96, 80, 72, 68, 66, 65, 64, 0, 32, 48, 56, 60, 62, 63, 64));
+    for (int64_t g = g0; g < g1; g++) {
+        const uint8_t *c = (const uint8_t *)w->data + g * nb * chunk;
+        __m512 acc = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *ch = c + b * chunk, *codes = ch + hdr, *a = (const uint8_t *)xq[b].qs;
+            _mm_prefetch((const char *)ch + 8 * chunk, _MM_HINT_T0);
+            _mm_prefetch((const char *)ch + 8 * chunk + 64, _MM_HINT_T0);
+            _mm_prefetch((const char *)ch + 8 * chunk + 128, _MM_HINT_T0);
+            _mm_prefetch((const char *)ch + 8 * chunk + 192, _MM_HINT_T0);
+            if (chunk > 256) _mm_prefetch((const char *)ch + 8 * chunk + 256, _MM_HINT_T0);
+            __m512i d0 = _mm512_set1_epi32(ioff[b]), d1 = _mm512_setzero_si512();
+#define A4(j) _mm512_set1_epi32(LD4(a + 4 * (j)))
+            if (bits == 8) {
+#pragma GCC unroll 8
+                for (int j = 0; j < 8; j += 2) {
+                    d0 = _mm512_dpbusd_epi32(d0, _mm512_loadu_si512(codes + 64 * j), A4(j));
+                    d1 = _mm512_dpbusd_epi32(d1, _mm512_loadu_si512(codes + 64 * (j + 1)), A4(j + 1));
+                }
+            } else if (bits == 4) {
+#pragma GCC unroll 8
+                for (int j = 0; j < 4; j++) {
+                    __m512i v = _mm512_loadu_si512(codes + 64 * j);
+                    __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+                    if (islog) {
+                        lo = _mm512_shuffle_epi8(lut, lo);
+                        hi = _mm512_shuffle_epi8(lut, hi);
+                    }
+                    d0 = _mm512_dpbusd_epi32(d0, lo, A4(j));
+                    d1 = _mm512_dpbusd_epi32(d1, hi, A4(j + 4));
+                }
+            } else {
+                __m512i h = bits == 3 ? _mm512_loadu_si512(codes + 128) : _mm512_setzero_si512();
+#pragma GCC unroll 8
+                for (int j = 0; j < 2; j++) {
+                    __m512i v = _mm512_loadu_si512(codes + 64 * j);
+#pragma GCC unroll 8
+                    for (int s = 0; s < 4; s++) {
+                        int jj = j + 2 * s;
+                        __m512i u = _mm512_and_si512(s ? _mm512_srli_epi16(v, 2 * s) : v, m2);
+                        if (bits == 3) {
+                            __m512i hb = _mm512_and_si512(jj ? _mm512_srli_epi16(h, jj) : h, m1);
+                            u = _mm512_or_si512(u, _mm512_slli_epi16(hb, 2));
+                        }
+                        if (s & 1) d1 = _mm512_dpbusd_epi32(d1, u, A4(jj));
+                        else d0 = _mm512_dpbusd_epi32(d0, u, A4(jj));
+                    }
+                }
+            }
+#undef A4
+            __m512 sc = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)ch)), _mm512_set1_ps(da[b]));
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(d0, d1)), sc, acc);
+            if (asym)
+                accm = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(ch + 32))),
+                                       _mm512_set1_ps(dsa[b]), accm);
+        }
+        int64_t n0 = g * 16, cnt = w->N - n0 < 16 ? w->N - n0 : 16;
+        __mmask16 k = (__mmask16)((1u << cnt) - 1);
+        __m512 r = _mm512_add_ps(acc, accm);
+        if (bias) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(k, bias + n0));
+        _mm512_mask_storeu_ps(y + n0, k, r);
+    }
+}
+
+void sh_qpacked_rows_avx512(const sh_qweight *w, int64_t g0, int64_t g1, const sh_block_q8_0 *xq,
+                            const int32_t *ioff, const float *da, const float *dsa, const float *bias, float *y)
+{
+    switch (w->wf) {
+    case SH_Q4_0: pk(w, 4, 0, 0, g0, g1, xq, ioff, da, dsa, bias, y); break;
+    case SH_Q4_1: pk(w, 4, 1, 0, g0, g1, xq, ioff, da, dsa, bias, y); break;
+    case SH_LOG4: pk(w, 4, 0, 1, g0, g1, xq, ioff, da, dsa, bias, y); break;
+    case SH_Q8_0: pk(w, 8, 0, 0, g0, g1, xq, ioff, da, dsa, bias, y); break;
+    case SH_Q3_0: pk(w, 3, 0, 0, g0, g1, xq, ioff, da, dsa, bias, y); break;
+    case SH_Q2_1: pk(w, 2, 1, 0, g0, g1, xq, ioff, da, dsa, bias, y); break;
+    default: break;
+    }
+}

@@ -1,0 +1,274 @@
+/* spmm_avx512.c - AVX-512 kernels of the sparse linear (see spmm.c) and the
+ * dense AVX-512 GEMV peer.  Compiled for AVX-512 by the pragma below; only
+ * called after a run-time CPU check.
+ *
+ *   B = 1 : csr  - 16 values per step, x gathered by zero-extended indices
+ *           bcsr - 1x16 / 1x8 / 1x4 blocks loaded straight from x (1x2:
+ *                  decoded to column lists and gathered)
+ *           nm   - per 16 columns one bitmap word: load its popcount values
+ *                  and expand them to their columns, FMA with x (any n:m)
+ *   B > 1 : X transposed (xt [kp][bp]); each stored value w at column c does
+ *           acc[0..bp) += w * xt[c][0..bp), 2-4 independent accumulator sets.
+ */
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,popcnt,bmi,bmi2,fma,avx2")
+#include <immintrin.h>
+#include <string.h>
+
+#include "core/sparse.h"
+
+static inline uint64_t load64(const void *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+/* ---- B = 1 ------------------------------------------------------------ */
+
+static float csr_row_gemv(const uint16_t *i16, const uint32_t *i32, const float *v, int64_t cnt, const float *x)
+{
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int64_t q = 0;
+    for (; q + 32 <= cnt; q += 32) {
+        __m512i c0, c1;
+        if (i16) {
+            c0 = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(i16 + q)));
+            c1 = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(i16 + q + 16)));
+        } else {
+            c0 = _mm512_loadu_si512(i32 + q);
+            c1 = _mm512_loadu_si512(i32 + q + 16);
+        }
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(v + q), _mm512_i32gather_ps(c0, x, 4), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(v + q + 16), _mm512_i32gather_ps(c1, x, 4), a1);
+    }
+    for (; q < cnt; q += 16) {
+        int64_t rem = cnt - q;
+        __mmask16 k = rem >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << rem) - 1);
+        __m512i c = i16 ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, i16 + q)) : _mm512_maskz_loadu_epi32(k, i32 + q);
+        __m512 xg = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, c, x, 4);
+        a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, v + q), xg, a0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
+
+static float bcsr_row_gemv(const sh_sparse_hdr *h, int64_t r, const float *x)
+{
+    const uint32_t *ptr = sh_sp_ptr(h);
+    int64_t p0 = ptr[r], p1 = ptr[r + 1], bw = h->bw;
+    const uint16_t *i16 = h->idx_bytes == 2 ? sh_sp_idx(h) : NULL;
+    const uint32_t *i32 = h->idx_bytes == 4 ? sh_sp_idx(h) : NULL;
+    const float *v = sh_sp_val(h);
+#define BIDX(j) ((int64_t)(i16 ? i16[j] : i32[j]))
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int64_t j = p0;
+    if (bw == 16) {
+        for (; j + 2 <= p1; j += 2) {
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(v + j * 16), _mm512_loadu_ps(x + BIDX(j) * 16), a0);
+            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(v + j * 16 + 16), _mm512_loadu_ps(x + BIDX(j + 1) * 16), a1);
+        }
+        for (; j < p1; j++) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(v + j * 16), _mm512_loadu_ps(x + BIDX(j) * 16), a0);
+    } else if (bw == 8) {
+        for (; j + 2 <= p1; j += 2) {
+            __m512 xv = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(x + BIDX(j) * 8)),
+                                           _mm256_loadu_ps(x + BIDX(j + 1) * 8), 1);
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(v + j * 8), xv, a0);
+        }
+        if (j < p1)
+            a1 = _mm512_zextps256_ps512(_mm256_mul_ps(_mm256_loadu_ps(v + j * 8), _mm256_loadu_ps(x + BIDX(j) * 8)));
+    } else if (bw == 4) {
+        for (; j + 4 <= p1; j += 4) {
+            __m512 xv = _mm512_castps128_ps512(_mm_loadu_ps(x + BIDX(j) * 4));
+            xv = _mm512_insertf32x4(xv, _mm_loadu_ps(x + BIDX(j + 1) * 4), 1);
+            xv = _mm512_insertf32x4(xv, _mm_loadu_ps(x + BIDX(j + 2) * 4), 2);
+            xv = _mm512_insertf32x4(xv, _mm_loadu_ps(x + BIDX(j + 3) * 4), 3);
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(v + j * 4), xv, a0);
+        }
+        __m128 s = _mm_setzero_ps();
+        for (; j < p1; j++) s = _mm_fmadd_ps(_mm_loadu_ps(v + j * 4), _mm_loadu_ps(x + BIDX(j) * 4), s);
+        a1 = _mm512_zextps128_ps512(s);
+    } else { /* bw 2: scalar pairs */
+        float s = 0.0f;
+        for (; j < p1; j++) s += v[j * 2] * x[BIDX(j) * 2] + v[j * 2 + 1] * x[BIDX(j) * 2 + 1];
+        return s + _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    }
+#undef BIDX
+    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
+
+static inline __m512 nm_step(uint32_t m, const float *v, const float *x)
+{
+    __m512 w = _mm512_maskz_expandloadu_ps((__mmask16)m, v);
+    return _mm512_mul_ps(w, _mm512_loadu_ps(x));
+}
+
+static float nm_row_gemv(const uint16_t *bm, int64_t words, const float *v, const float *x)
+{
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+    int64_t w = 0;
+    for (; w + 4 <= words; w += 4) {
+        uint64_t m = load64(bm + w);
+        uint32_t m0 = (uint32_t)m & 0xffff, m1 = (uint32_t)(m >> 16) & 0xffff, m2 = (uint32_t)(m >> 32) & 0xffff,
+                 m3 = (uint32_t)(m >> 48);
+        int o1 = __builtin_popcount(m0), o2 = __builtin_popcount((uint32_t)m), o3 = __builtin_popcountll(m & 0xffffffffffffull),
+            o4 = __builtin_popcountll(m);
+        const float *xw = x + w * 16;
+        a0 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps((__mmask16)m0, v), _mm512_loadu_ps(xw), a0);
+        a1 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps((__mmask16)m1, v + o1), _mm512_loadu_ps(xw + 16), a1);
+        a2 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps((__mmask16)m2, v + o2), _mm512_loadu_ps(xw + 32), a2);
+        a3 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps((__mmask16)m3, v + o3), _mm512_loadu_ps(xw + 48), a3);
+        v += o4;
+    }
+    for (; w < words; w++) {
+        uint32_t m = bm[w];
+        a0 = _mm512_add_ps(a0, nm_step(m, v, x + w * 16));
+        v += __builtin_popcount(m);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
+/* ---- B > 1 ------------------------------------------------------------ */
+
+/* out[0..bp) = sum_q v[q] * xt[col(q)][0..bp); NC = bp / 16 zmm (1..4). */
+static inline __attribute__((always_inline)) void batch_row(const float *xt, int64_t bp, const int NC,
+                                                            const uint16_t *c16, const uint32_t *c32, const float *v,
+                                                            int64_t cnt, float *out)
+{
+    __m512 a[4][4];
+    const int U = NC == 1 ? 4 : 2;
+    for (int u = 0; u < 4; u++)
+        for (int c = 0; c < 4; c++) a[u][c] = _mm512_setzero_ps();
+    int64_t q = 0;
+    for (; q + U <= cnt; q += U)
+        for (int u = 0; u < U; u++) {
+            const float *xr = xt + (int64_t)(c16 ? c16[q + u] : c32[q + u]) * bp;
+            __m512 w = _mm512_set1_ps(v[q + u]);
+            for (int c = 0; c < NC; c++) a[u][c] = _mm512_fmadd_ps(w, _mm512_loadu_ps(xr + 16 * c), a[u][c]);
+        }
+    for (; q < cnt; q++) {
+        const float *xr = xt + (int64_t)(c16 ? c16[q] : c32[q]) * bp;
+        __m512 w = _mm512_set1_ps(v[q]);
+        for (int c = 0; c < NC; c++) a[0][c] = _mm512_fmadd_ps(w, _mm512_loadu_ps(xr + 16 * c), a[0][c]);
+    }
+    for (int c = 0; c < NC; c++) {
+        __m512 s = a[0][c];
+        for (int u = 1; u < U; u++) s = _mm512_add_ps(s, a[u][c]);
+        _mm512_storeu_ps(out + 16 * c, s);
+    }
+}
+
+static inline __attribute__((always_inline)) void batch_row8(const float *xt, const uint16_t *c16, const uint32_t *c32,
+                                                             const float *v, int64_t cnt, float *out)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    int64_t q = 0;
+#define COL(i) ((int64_t)(c16 ? c16[i] : c32[i]) * 8)
+    for (; q + 4 <= cnt; q += 4) {
+        a0 = _mm256_fmadd_ps(_mm256_set1_ps(v[q]), _mm256_loadu_ps(xt + COL(q)), a0);
+        a1 = _mm256_fmadd_ps(_mm256_set1_ps(v[q + 1]), _mm256_loadu_ps(xt + COL(q + 1)), a1);
+        a2 = _mm256_fmadd_ps(_mm256_set1_ps(v[q + 2]), _mm256_loadu_ps(xt + COL(q + 2)), a2);
+        a3 = _mm256_fmadd_ps(_mm256_set1_ps(v[q + 3]), _mm256_loadu_ps(xt + COL(q + 3)), a3);
+    }
+    for (; q < cnt; q++) a0 = _mm256_fmadd_ps(_mm256_set1_ps(v[q]), _mm256_loadu_ps(xt + COL(q)), a0);
+#undef COL
+    _mm256_storeu_ps(out, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+}
+
+static void batch_any(const float *xt, int64_t bp, const uint16_t *c16, const uint32_t *c32, const float *v, int64_t cnt,
+                      float *out)
+{
+    switch (bp) {
+    case 8: batch_row8(xt, c16, c32, v, cnt, out); break;
+    case 16: batch_row(xt, bp, 1, c16, c32, v, cnt, out); break;
+    case 32: batch_row(xt, bp, 2, c16, c32, v, cnt, out); break;
+    case 48: batch_row(xt, bp, 3, c16, c32, v, cnt, out); break;
+    default: batch_row(xt, bp, 4, c16, c32, v, cnt, out); break;
+    }
+}
+
+/* nm row -> column list with vpcompressd (cols needs count + 16 room). */
+static int64_t nm_decode(const uint16_t *bm, int64_t words, uint32_t *cols)
+{
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    int64_t q = 0;
+    for (int64_t w = 0; w < words; w++) {
+        uint32_t m = bm[w];
+        __m512i c = _mm512_maskz_compress_epi32((__mmask16)m, _mm512_add_epi32(iota, _mm512_set1_epi32((int)(w * 16))));
+        _mm512_storeu_si512(cols + q, c);
+        q += __builtin_popcount(m);
+    }
+    return q;
+}
+
+void sh_spmm_rows_avx512(const sh_spmm_job *j, int64_t r0, int64_t r1, void *tmp)
+{
+    const sh_sparse_hdr *h = j->h;
+    uint32_t *cols = tmp;
+    const float *val = sh_sp_val(h);
+    const uint16_t *i16 = h->idx_bytes == 2 ? sh_sp_idx(h) : NULL;
+    const uint32_t *i32 = h->idx_bytes == 4 ? sh_sp_idx(h) : NULL;
+    int64_t words = sh_sp_words(h), per_row = h->kind == SH_SPK_NM ? sh_sp_nm_per_row(h->cols, h->n, h->m) : 0;
+    const uint32_t *ptr = h->kind == SH_SPK_NM ? NULL : sh_sp_ptr(h);
+    __attribute__((aligned(64))) float acc[64];
+    for (int64_t r = r0; r < r1; r++) {
+        float b0 = j->bias ? j->bias[r] : 0.0f;
+        if (j->B == 1) {
+            float s;
+            if (h->kind == SH_SPK_NM) s = nm_row_gemv((const uint16_t *)sh_sp_idx(h) + r * words, words, val + r * per_row, j->x);
+            else if (h->kind == SH_SPK_CSR)
+                s = csr_row_gemv(i16 ? i16 + ptr[r] : NULL, i32 ? i32 + ptr[r] : NULL, val + ptr[r], ptr[r + 1] - ptr[r], j->x);
+            else s = bcsr_row_gemv(h, r, j->x);
+            j->y[r] = s + b0;
+            continue;
+        }
+        if (h->kind == SH_SPK_CSR) {
+            batch_any(j->xt, j->bp, i16 ? i16 + ptr[r] : NULL, i32 ? i32 + ptr[r] : NULL, val + ptr[r], ptr[r + 1] - ptr[r], acc);
+        } else if (h->kind == SH_SPK_NM) {
+            int64_t cnt = nm_decode((const uint16_t *)sh_sp_idx(h) + r * words, words, cols);
+            batch_any(j->xt, j->bp, NULL, cols, val + r * per_row, cnt, acc);
+        } else {
+            const float *v;
+            int64_t cnt = sh_sp_row_decode(h, r, cols, &v);
+            batch_any(j->xt, j->bp, NULL, cols, v, cnt, acc);
+        }
+        for (int64_t b = 0; b < j->B; b++) j->y[b * j->ldy + r] = acc[b] + b0;
+    }
+}
+
+/* ---- dense GEMV peer: y[r] = w[r,:] . x (+ bias), 4 rows at a time ------- */
+
+void sh_dense_gemv_rows_avx512(const float *w, int64_t k, const float *x, const float *bias, float *y, int64_t r0,
+                               int64_t r1)
+{
+    int64_t r = r0;
+    int64_t kt = k & ~(int64_t)15;
+    __mmask16 km = (__mmask16)((1u << (k - kt)) - 1);
+    for (; r + 4 <= r1; r += 4) {
+        const float *w0 = w + r * k, *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        for (int64_t c = 0; c < kt; c += 16) {
+            __m512 xv = _mm512_loadu_ps(x + c);
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + c), xv, a0);
+            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + c), xv, a1);
+            a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + c), xv, a2);
+            a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + c), xv, a3);
+        }
+        if (km) {
+            __m512 xv = _mm512_maskz_loadu_ps(km, x + kt);
+            a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(km, w0 + kt), xv, a0);
+            a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(km, w1 + kt), xv, a1);
+            a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(km, w2 + kt), xv, a2);
+            a3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(km, w3 + kt), xv, a3);
+        }
+        y[r] = _mm512_reduce_add_ps(a0) + (bias ? bias[r] : 0.0f);
+        y[r + 1] = _mm512_reduce_add_ps(a1) + (bias ? bias[r + 1] : 0.0f);
+        y[r + 2] = _mm512_reduce_add_ps(a2) + (bias ? bias[r + 2] : 0.0f);
+        y[r + 3] = _mm512_reduce_add_ps(a3) + (bias ? bias[r + 3] : 0.0f);
+    }
+    for (; r < r1; r++) {
+        const float *w0 = w + r * k;
+        __m512 a0 = _mm512_setzero_ps();
+        for (int64_t c = 0; c < kt; c += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + c), _mm512_loadu_ps(x + c), a0);
+        if (km) a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(km, w0 + kt), _mm512_maskz_loadu_ps(km, x + kt), a0);
+        y[r] = _mm512_reduce_add_ps(a0) + (bias ? bias[r] : 0.0f);
+    }
+}

@@ -1,0 +1,220 @@
+/* test_quant_formats.c - grouped quantized formats (round-trip error bounds,
+ * layouts), per-channel int8 helpers, CPU feature detection. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "test.h"
+#include "core/quant_formats.h"
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static float frand(void) /* uniform [-1, 1) */
+{
+    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    return (float)((rng >> 40) * (1.0 / (1 << 24))) * 2.0f - 1.0f;
+}
+
+/* Round trip of n values with per-group scales of varied magnitude; the
+ * bound function gives the allowed error of value i of group g. */
+typedef double (*bound_fn)(const float *grp, int ng, float x, const void *blk);
+
+static float blk_d(const void *blk) { uint16_t h; memcpy(&h, blk, 2); return sh_h2f(h); }
+static float blk_m(const void *blk) { uint16_t h; memcpy(&h, (const char *)blk + 2, 2); return sh_h2f(h); }
+
+/* symmetric sign-max formats: |d|/2 except the one clamped end (|d|) */
+static double b_symh(float x, const void *blk, int half)
+{
+    float d = fabsf(blk_d(blk));
+    /* the end opposite the sign-max value is clamped at half - 1 */
+    if (fabsf(x) > (half - 0.5f) * d) return d * (1 + 1e-5);
+    return 0.5 * d * (1 + 1e-5) + 1e-30;
+}
+static double b_sym4(const float *g, int ng, float x, const void *blk) { return b_symh(x, blk, 8); }
+static double b_sym3(const float *g, int ng, float x, const void *blk) { return b_symh(x, blk, 4); }
+static double b_q8(const float *g, int ng, float x, const void *blk) { return 0.5 * fabsf(blk_d(blk)) * (1 + 1e-5) + 1e-30; }
+static double b_asym(const float *g, int ng, float x, const void *blk)
+{
+    float lo = INFINITY;
+    for (int i = 0; i < ng; i++) if (g[i] < lo) lo = g[i];
+    if (ng < SH_QK && lo > 0) lo = 0; /* zero padding joins the group */
+    return 0.5 * fabsf(blk_d(blk)) * (1 + 1e-5) + fabs(blk_m(blk) - lo) + 1e-6 * fabsf(x);
+}
+static double b_log(const float *g, int ng, float x, const void *blk)
+{
+    float d = blk_d(blk);
+    double b = fabs(x) / 3.0 > d / 128.0 ? fabs(x) / 3.0 : d / 128.0;
+    return b * (1 + 1e-5) + 1e-6 * d;
+}
+
+static void roundtrip(sh_format f, bound_fn bound, int n)
+{
+    const sh_format_traits *t = sh_format_get(f);
+    CHECK(t && t->is_quantized && t->block_elems == SH_QK);
+    if (!t) return;
+    float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
+    size_t nb = sh_format_bytes(f, n);
+    CHECK(nb == (size_t)((n + 31) / 32) * (size_t)t->block_bytes);
+    unsigned char *q = malloc(nb);
+    for (int i = 0; i < n; i++) {
+        float mag = powf(10.0f, (float)((i / 32) % 7) - 3.0f); /* 1e-3 .. 1e3 per group */
+        x[i] = frand() * mag + ((i / 32) % 3 == 2 ? 0.5f * mag : 0.0f);
+    }
+    if (n > 40) x[5] = 0.0f, x[33] = -x[34]; /* exact zero, symmetric pair */
+    t->from_f32(x, q, n);
+    t->to_f32(q, y, n);
+    int bad = 0;
+    double worst = 0;
+    for (int i = 0; i < n; i++) {
+        int g = i / 32, ng = n - g * 32 < 32 ? n - g * 32 : 32;
+        const void *blk = q + (size_t)g * t->block_bytes;
+        double e = fabs((double)x[i] - y[i]), b = bound(x + g * 32, ng, x[i], blk);
+        if (!(e <= b)) {
+            if (bad++ < 3) sh_test_fail(__FILE__, __LINE__, "%s n=%d: x[%d]=%.9g -> %.9g, err %.3g > bound %.3g", t->name, n, i, x[i], y[i], e, b);
+        }
+        if (b > 0 && e / b > worst) worst = e / b;
+    }
+    /* round trip is idempotent: quantizing the dequantized values gives the same bytes */
+    unsigned char *q2 = malloc(nb);
+    t->from_f32(y, q2, n);
+    float *z = malloc(n * sizeof *z);
+    t->to_f32(q2, z, n);
+    int same = 1;
+    for (int i = 0; i < n; i++) if (fabsf(z[i] - y[i]) > 1e-6f * fabsf(y[i]) + 1e-30f) same = 0;
+    CHECK_MSG(same, "%s: dequantized values do not re-quantize to themselves", t->name);
+    free(x); free(y); free(q); free(q2); free(z);
+}
+
+static void check_format(sh_format f, bound_fn b)
+{
+    int sizes[] = {32, 64, 1, 31, 33, 97, 1000, 4096 + 17};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) roundtrip(f, b, sizes[i]);
+}
+
+TEST(qformat_q4_0_roundtrip) { check_format(SH_Q4_0, b_sym4); }
+TEST(qformat_q4_1_roundtrip) { check_format(SH_Q4_1, b_asym); }
+TEST(qformat_q8_0_roundtrip) { check_format(SH_Q8_0, b_q8); }
+TEST(qformat_q3_0_roundtrip) { check_format(SH_Q3_0, b_sym3); }
+TEST(qformat_q2_1_roundtrip) { check_format(SH_Q2_1, b_asym); }
+TEST(qformat_log4_roundtrip) { check_format(SH_LOG4, b_log); }
+
+TEST(qformat_table_rows)
+{
+    const char *names[] = {"q4_0", "q4_1", "q8_0", "q3_0", "q2_1", "log4"};
+    int bytes[] = {18, 20, 34, 14, 12, 18};
+    sh_format fs[] = {SH_Q4_0, SH_Q4_1, SH_Q8_0, SH_Q3_0, SH_Q2_1, SH_LOG4};
+    for (int i = 0; i < 6; i++) {
+        CHECK(sh_format_from_name(names[i]) == (int)fs[i]);
+        CHECK(sh_format_get(fs[i])->block_bytes == bytes[i]);
+        CHECK(sh_format_get(fs[i])->block_elems == 32);
+        CHECK(sh_format_is_grouped(fs[i]));
+    }
+    CHECK(!sh_format_get(SH_F32)->is_quantized && !sh_format_is_grouped(SH_I8));
+    CHECK(sh_format_bytes(SH_Q4_0, 4096) == 4096 / 32 * 18);
+    CHECK(sh_format_bytes(SH_Q3_0, 33) == 2 * 14);
+    sh_error err = {0};
+    int64_t shp[2] = {3, 64};
+    sh_tensor *t = sh_tensor_new(SH_Q4_0, 2, shp, &err);
+    CHECK(t && t->nbytes == 6 * 18);
+    sh_tensor_free(t);
+}
+
+/* Known values: layouts are ggml-compatible for q4_0 / q8_0. */
+TEST(qformat_known_bytes)
+{
+    float x[32];
+    for (int i = 0; i < 32; i++) x[i] = (float)(i - 16); /* -16 .. 15: max magnitude -16 -> d = 2 */
+    sh_block_q4_0 b;
+    sh_q4_0_from_f32(x, &b, 32);
+    CHECK(sh_h2f(b.d) == 2.0f);
+    /* x[0] = -16 -> q 0; x[16] = 0 -> q 8: byte 0 = 0 | 8 << 4 */
+    CHECK(b.qs[0] == 0x80);
+    /* x[15] = -1 -> -0.5 + 8 = 7.5 -> rounds up to 8; x[31] = 15 -> 7.5 + 8 -> 15 */
+    CHECK((b.qs[15] & 15) == 8 && (b.qs[15] >> 4) == 15);
+    uint8_t u[32];
+    float d, m;
+    CHECK(sh_qblock_unpack(SH_Q4_0, &b, u, &d, &m) == 8 && d == 2.0f && m == 0.0f);
+    CHECK(u[0] == 0 && u[16] == 8 && u[31] == 15);
+    /* log4: powers of two of the group max come back exactly */
+    float l[32] = {0};
+    l[0] = 8.0f; l[1] = -4.0f; l[2] = 1.0f; l[3] = 0.125f; l[4] = 0.0f; l[31] = -0.5f;
+    sh_block_log4 lb;
+    float ly[32];
+    sh_log4_from_f32(l, &lb, 32);
+    sh_log4_to_f32(&lb, ly, 32);
+    for (int i = 0; i < 32; i++) CHECK_NEAR(ly[i], l[i], 0);
+    CHECK(sh_qblock_unpack(SH_LOG4, &lb, u, &d, &m) == 64);
+    CHECK(u[0] == 128 && u[1] == 32 && u[4] == 64 && d == 8.0f / 64);
+    /* unpack agrees with to_f32 for every grouped format */
+    sh_format fs[] = {SH_Q4_0, SH_Q4_1, SH_Q8_0, SH_Q3_0, SH_Q2_1, SH_LOG4};
+    for (int k = 0; k < 6; k++) {
+        float v[32], w[32];
+        unsigned char blk[64];
+        for (int i = 0; i < 32; i++) v[i] = frand() * 3.0f + 0.25f;
+        sh_format_get(fs[k])->from_f32(v, blk, 32);
+        sh_format_get(fs[k])->to_f32(blk, w, 32);
+        int off = sh_qblock_unpack(fs[k], blk, u, &d, &m);
+        for (int i = 0; i < 32; i++)
+            CHECK_NEAR(d * (float)(u[i] - off) + m, w[i], 1e-6 * fabs(w[i]) + 1e-7);
+    }
+}
+
+TEST(qformat_q8_sums_and_nan)
+{
+    float x[64];
+    for (int i = 0; i < 64; i++) x[i] = frand();
+    sh_block_q8_0 b[2];
+    int32_t s[2];
+    sh_quantize_q8_0_sums(x, b, s, 64);
+    for (int k = 0; k < 2; k++) {
+        int32_t t = 0;
+        for (int i = 0; i < 32; i++) t += b[k].qs[i];
+        CHECK(t == s[k]);
+    }
+    /* NaN and inf inputs do not crash and give finite codes */
+    x[3] = NAN;
+    x[40] = INFINITY;
+    sh_block_q4_0 q[2];
+    sh_q4_0_from_f32(x, q, 64);
+    float y[64];
+    sh_q4_0_to_f32(q, y, 64);
+    CHECK(y[3] == y[3]);
+    CHECK(y[0] == y[0] && isfinite(y[0]));
+}
+
+TEST(qformat_int8_per_channel)
+{
+    int rows = 5, cols = 37;
+    float x[5 * 37], y[5 * 37], sc[5];
+    int8_t q[5 * 37];
+    uint8_t uq[5 * 37];
+    int32_t zp[5];
+    for (int i = 0; i < rows * cols; i++) x[i] = i / cols == 3 ? fabsf(frand()) * 4.0f + 0.5f : frand() * (float)(1 + i / cols);
+    sh_quantize_i8_rows(x, rows, cols, q, sc);
+    sh_dequantize_i8_rows(q, rows, cols, sc, NULL, y);
+    for (int i = 0; i < rows * cols; i++) CHECK_NEAR(y[i], x[i], 0.5 * sc[i / cols] * (1 + 1e-5));
+    sh_quantize_u8_rows(x, rows, cols, uq, sc, zp);
+    sh_dequantize_u8_rows(uq, rows, cols, sc, zp, y);
+    for (int i = 0; i < rows * cols; i++) CHECK_NEAR(y[i], x[i], 0.5 * sc[i / cols] * (1 + 1e-4) + 1e-6);
+    for (int r = 0; r < rows; r++) CHECK(zp[r] >= 0 && zp[r] <= 255);
+    CHECK(zp[3] == 0); /* row 3 is all positive: zero point at the bottom */
+}
+
+TEST(cpu_features_and_level)
+{
+    int f = sh_cpu_features();
+    char names[256] = "";
+    for (int i = 0; i < SH_CPU_FEATURE_COUNT; i++)
+        if (f & (1 << i)) { strcat(names, " "); strcat(names, sh_cpu_feature_name(i)); }
+    fprintf(stderr, "    cpu:%s; level %s\n", names, sh_cpu_level_name(sh_cpu_level()));
+    CHECK(sh_cpu_feature_name(SH_CPU_FEATURE_COUNT) == NULL);
+    if (f & SH_CPU_AVX512VNNI) CHECK(f & SH_CPU_AVX512F);
+    int best = sh_cpu_level();
+    setenv("SHRINK_CPU", "ref", 1);
+    CHECK(sh_cpu_level() == SH_CPU_REF);
+    setenv("SHRINK_CPU", "avx2", 1);
+    CHECK(sh_cpu_level() == (best < SH_CPU_LEVEL_AVX2 ? best : SH_CPU_LEVEL_AVX2));
+    setenv("SHRINK_CPU", "avx512", 1);
+    CHECK(sh_cpu_level() == best);
+    unsetenv("SHRINK_CPU");
+    CHECK(sh_cpu_level() == best);
+    CHECK(strcmp(sh_cpu_level_name(SH_CPU_LEVEL_AVX512), "avx512") == 0);
+}
