@@ -29,16 +29,16 @@ def cbr(ci, co, k, relu=True):
 
 
 class Res(nn.Module):
+    """The same network as shrink's built-in "cnn" (src/train/models.c)."""
+
     def __init__(self):
         super().__init__()
-        self.head = nn.Sequential(cbr(1, 32, 3), cbr(32, 32, 3), nn.MaxPool2d(2))
-        self.proj = cbr(32, 64, 1, False)
+        self.head = nn.Sequential(cbr(1, 32, 3), nn.MaxPool2d(2), cbr(32, 64, 3), nn.MaxPool2d(2))
         self.body = nn.Sequential(cbr(64, 64, 3), cbr(64, 64, 3, False))
-        self.tail = nn.Sequential(nn.MaxPool2d(2), cbr(64, 128, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                  nn.Linear(128, 10))
+        self.tail = nn.Sequential(cbr(64, 128, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10))
 
     def forward(self, x):
-        s = self.proj(self.head(x))
+        s = self.head(x)
         return self.tail(torch.relu(self.body(s) + s))
 
 

@@ -507,13 +507,23 @@ int sh_optimizer_update(sh_optimizer *opt, int i, float *w, const float *g, int6
                         double lr, sh_error *err);
 
 typedef struct sh_train_report {
-    int64_t steps;
-    double final_loss;
+    int64_t steps;          /* optimizer steps done (including resumed ones) */
+    double final_loss;      /* mean training loss of the last epoch */
     double seconds;
-    double items_per_s;
-    double val_metric;      /* accuracy or NLL on the validation set, if any */
+    double items_per_s;     /* images or tokens per second (without validation) */
+    double val_metric;      /* accuracy or NLL on the validation set, if any (-1: none) */
 } sh_train_report;
 
+/* Train g in place (its initializers become the trained weights).  Images:
+ * input f32 [B,C,H,W], output 0 logits [B,classes].  Text (kind 2): input
+ * tokens [B,seq_len], output 0 logits [B,seq_len,vocab], targets the next
+ * tokens.  Epoch e visits the data in a permutation drawn from (seed, e); the
+ * last incomplete batch (and accumulation group) of an epoch is dropped.  One
+ * optimizer step per opts->accum micro-batches of opts->batch (gradients
+ * averaged: the same update as one batch of accum*batch, BatchNorm statistics
+ * aside).  With opts->checkpoint, resumes from that file if it exists and
+ * saves to it every checkpoint_every steps and at the end; a resumed run ends
+ * with the same weights as an uninterrupted one.  opts NULL: defaults. */
 int sh_train(sh_graph *g, const sh_dataset *train, const sh_dataset *val,
              const sh_train_opts *opts, sh_train_report *rep, sh_error *err);
 
@@ -576,6 +586,8 @@ int sh_eval_speed(sh_graph *g, const sh_dataset *d, const sh_eval_opts *opts,
  * first of each document is scored, in windows of the model's seq_len
  * (opts->seq_len overrides; longer documents slide with half-window overlap,
  * each token scored once with as much context as the window gives).
+ * Windows of equal length run as one batch of up to opts->batch rows (0: 16;
+ * at most 8192 tokens per run); opts->limit caps the tokens scored.
  * Fills rep->kind = 2, n (tokens scored), nll (nats/token), ppl, throughput
  * (tokens/s), seconds, params, param_bytes.  opts may be NULL. */
 int sh_eval_lm(sh_graph *g, const sh_dataset *d, int nthreads, sh_eval_report *rep, sh_error *err);

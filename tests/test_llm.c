@@ -821,6 +821,19 @@ TEST(llm_stories_nll)
     CHECK_NEAR(r.nll, 1.266, 0.002);
     CHECK_NEAR(r.ppl, exp(r.nll), 1e-9);
     CHECK(r.throughput > 0);
+    /* per story, as in the model's README */
+    const double per_doc[5] = {1.316, 1.239, 0.952, 1.493, 1.188};
+    for (int64_t i = 0; i < d->n_docs && i < 5; i++) {
+        sh_dataset one = *d;
+        int64_t off[2] = {0, d->doc_off[i + 1] - d->doc_off[i]};
+        one.tokens = d->tokens + d->doc_off[i];
+        one.n = off[1];
+        one.n_docs = 1;
+        one.doc_off = off;
+        sh_eval_report ri;
+        CHECK_OK(sh_eval_lm(g, &one, 2, &ri, &e), &e);
+        CHECK_NEAR(ri.nll, per_doc[i], 0.0015);
+    }
     if (sh_test_quick()) goto done; /* sanitizer runs: the rest is slow there */
     /* a short window slides over the documents and still scores every token once */
     sh_eval_opts o = {0};

@@ -208,6 +208,9 @@ TEST(cpu_features_and_level)
     CHECK(sh_cpu_feature_name(SH_CPU_FEATURE_COUNT) == NULL);
     if (f & SH_CPU_AVX512VNNI) CHECK(f & SH_CPU_AVX512F);
     int best = sh_cpu_level();
+    const int need512 = SH_CPU_AVX2 | SH_CPU_FMA | SH_CPU_F16C | SH_CPU_AVX512F | SH_CPU_AVX512BW |
+                        SH_CPU_AVX512VL | SH_CPU_AVX512VNNI;
+    CHECK((best == SH_CPU_LEVEL_AVX512) == ((f & need512) == need512)); /* cpuid and libgcc agree */
     setenv("SHRINK_CPU", "ref", 1);
     CHECK(sh_cpu_level() == SH_CPU_REF);
     setenv("SHRINK_CPU", "avx2", 1);

@@ -261,6 +261,8 @@ TEST(train_models_build)
     CHECK_OK(sh_graph_infer_shapes(g, ins, &err), &err);
     lo = sh_graph_find(g, "logits");
     CHECK(g->values[lo].shape[0] == 3 && g->values[lo].shape[1] == 10);
+    /* 168170 trainable (as PyTorch counts) + 704 BatchNorm running statistics */
+    CHECK(sh_graph_param_count(g) == 168874);
     sh_graph_free(g);
     sh_tensor_free(x);
     CHECK(sh_model_build("resnet50", 1, &g, &err) == SH_EINVAL && !g);

@@ -63,6 +63,56 @@ static void json_shape(FILE *f, int ndim, const int64_t *shape)
     fputc(']', f);
 }
 
+/* Which output dims follow the inputs' unknown dims (batch, sequence): infer
+ * once with those dims = 2 and once = 1 (the shapes left in the graph), and
+ * mark the dims that differ.  dyn[v] is a bitmask of dims of value v. */
+static int infer_dynamic(sh_graph *g, unsigned char *dyn, sh_error *err)
+{
+    int nin = g->n_inputs, any = 0, rc = SH_OK;
+    for (int i = 0; i < nin; i++) {
+        const sh_value *v = &g->values[g->inputs[i]];
+        for (int d = 0; d < v->ndim; d++) any |= v->shape[d] < 0;
+    }
+    if (any) {
+        sh_tensor **t2 = calloc((size_t)nin + 1, sizeof *t2);
+        int64_t(*s2)[SH_MAX_DIMS] = calloc((size_t)g->n_values + 1, sizeof *s2);
+        int *nd2 = calloc((size_t)g->n_values + 1, sizeof *nd2);
+        int ok = t2 && s2 && nd2;
+        for (int i = 0; ok && i < nin; i++) {
+            const sh_value *v = &g->values[g->inputs[i]];
+            int64_t shape[SH_MAX_DIMS];
+            int nd = v->ndim < 0 ? 0 : v->ndim;
+            for (int d = 0; d < nd; d++) shape[d] = v->shape[d] < 0 ? 2 : v->shape[d];
+            ok = (t2[i] = sh_tensor_new(v->fmt, nd, shape, NULL)) != NULL;
+        }
+        sh_error e2 = {0};
+        if (ok && sh_graph_infer_shapes(g, (const sh_tensor *const *)t2, &e2) == SH_OK)
+            for (int v = 0; v < g->n_values; v++) {
+                nd2[v] = g->values[v].ndim;
+                memcpy(s2[v], g->values[v].shape, sizeof s2[v]);
+            }
+        else ok = 0;
+        rc = sh_graph_infer_shapes(g, NULL, err);
+        if (!rc && ok)
+            for (int v = 0; v < g->n_values; v++) {
+                const sh_value *x = &g->values[v];
+                if (x->init || x->ndim != nd2[v]) continue;
+                for (int d = 0; d < x->ndim && d < 8; d++)
+                    if (x->shape[d] != s2[v][d]) dyn[v] |= (unsigned char)(1u << d);
+            }
+        for (int i = 0; t2 && i < nin; i++) sh_tensor_free(t2[i]);
+        free(t2), free(s2), free(nd2);
+        return rc;
+    }
+    return sh_graph_infer_shapes(g, NULL, err);
+}
+
+/* A copy of value v's shape with dynamic dims set to -1. */
+static void dyn_shape(const sh_value *v, unsigned char mask, int64_t *out)
+{
+    for (int d = 0; d < v->ndim && d < SH_MAX_DIMS; d++) out[d] = (mask >> d) & 1 ? -1 : v->shape[d];
+}
+
 typedef struct {
     int64_t params, bytes;
     double flops; /* -1: not estimated */
@@ -191,9 +241,10 @@ int cmd_info(int argc, char **argv)
     sh_value *decl = calloc((size_t)(nin + nout) + 1, sizeof *decl);
     layer_t *L = calloc((size_t)g->n_nodes + 1, sizeof *L);
     unsigned char *seen = calloc((size_t)g->n_values + 1, 1);
+    unsigned char *dyn = calloc((size_t)g->n_values + 1, 1);
     opcount_t *ops = calloc((size_t)g->n_nodes + 1, sizeof *ops);
-    if (!decl || !L || !seen || !ops) {
-        free(decl), free(L), free(seen), free(ops);
+    if (!decl || !L || !seen || !ops || !dyn) {
+        free(decl), free(L), free(seen), free(ops), free(dyn);
         sh_graph_free(g);
         sh_err(&err, SH_ENOMEM, "out of memory");
         return cli_fail("info", &err);
@@ -202,13 +253,15 @@ int cmd_info(int argc, char **argv)
     /* shape inference for a batch of 1 (also checks the graph: unknown ops
      * are listed in one error, reported after the table) */
     sh_error ierr = {0};
-    int irc = sh_graph_infer_shapes(g, NULL, &ierr);
+    int irc = infer_dynamic(g, dyn, &ierr);
     for (int i = 0; i < nout; i++) {
         decl[nin + i] = g->values[g->outputs[i]];
-        /* outputs: show the batch dim as N when the first input has one */
-        if (nin > 0 && decl[0].ndim > 0 && decl[0].shape[0] < 0 && decl[nin + i].ndim > 0 && irc == SH_OK)
-            decl[nin + i].shape[0] = -1;
+        if (irc == SH_OK) dyn_shape(&g->values[g->outputs[i]], dyn[g->outputs[i]], decl[nin + i].shape);
     }
+    int64_t ys[SH_MAX_DIMS];
+    int any_dyn = 0;
+    for (int i = 0; i < nin; i++)
+        for (int d = 0; d < decl[i].ndim; d++) any_dyn |= decl[i].shape[d] < 0;
 
     int64_t tot_params = 0, tot_bytes = 0;
     double tot_flops = 0;
@@ -277,7 +330,10 @@ int cmd_info(int argc, char **argv)
             printf(",\"op\":");
             json_str(stdout, n->op);
             printf(",\"shape\":");
-            if (y && irc == SH_OK) json_shape(stdout, y->ndim, y->shape);
+            if (y && irc == SH_OK) {
+                dyn_shape(y, dyn[n->out[0]], ys);
+                json_shape(stdout, y->ndim, ys);
+            }
             else printf("null");
             printf(",\"params\":%lld,\"bytes\":%lld,\"flops\":", (long long)L[k].params, (long long)L[k].bytes);
             if (L[k].flops >= 0) printf("%.0f}", L[k].flops);
@@ -322,26 +378,30 @@ int cmd_info(int argc, char **argv)
             if (lo > wop) wop = lo;
         }
         if (wname > 40) wname = 40;
-        printf("\n%4s  %-*s  %-*s  %-20s %10s %10s %9s\n", "#", wname, "node", wop, "op", "output (batch 1)",
+        printf("\n%4s  %-*s  %-*s  %-20s %10s %10s %9s\n", "#", wname, "node", wop, "op", "output",
                "params", "bytes", "FLOPs");
         for (int k = 0; k < g->n_nodes; k++) {
             const sh_node *n = &g->nodes[k];
             const sh_value *y = n->n_out > 0 && n->out[0] >= 0 ? &g->values[n->out[0]] : NULL;
-            if (y && irc == SH_OK) shape_txt(y->ndim, y->shape, sh, sizeof sh);
+            if (y && irc == SH_OK) {
+                dyn_shape(y, dyn[n->out[0]], ys);
+                shape_txt(y->ndim, ys, sh, sizeof sh);
+            }
             else snprintf(sh, sizeof sh, "?");
             printf("%4d  %-*.*s  %-*s  %-20s %10lld %10s %9s\n", k, wname, wname, n->name, wop, n->op, sh,
                    (long long)L[k].params, L[k].bytes ? cli_bytes(L[k].bytes, b1, sizeof b1) : "0",
                    flops_txt(L[k].flops, b2, sizeof b2));
         }
-        printf("\ntotal    %d nodes, %lld parameters, %s of weights, file %s, %s FLOPs per item\n", g->n_nodes,
+        printf("\ntotal    %d nodes, %lld parameters, %s of weights, file %s, %s FLOPs per item%s\n", g->n_nodes,
                (long long)tot_params, cli_bytes(tot_bytes, b1, sizeof b1),
-               file_bytes >= 0 ? cli_bytes(file_bytes, b2, sizeof b2) : "?", flops_txt(tot_flops, b3, sizeof b3));
+               file_bytes >= 0 ? cli_bytes(file_bytes, b2, sizeof b2) : "?", flops_txt(tot_flops, b3, sizeof b3),
+               any_dyn ? " (N and ? taken as 1)" : "");
         printf("ops     ");
         for (int o = 0; o < n_ops; o++) printf(" %s %d%s", ops[o].op, ops[o].count, o + 1 < n_ops ? "," : "");
         printf("\n");
     }
     fflush(stdout);
-    free(decl), free(L), free(seen), free(ops);
+    free(decl), free(L), free(seen), free(ops), free(dyn);
     sh_graph_free(g);
     if (irc != SH_OK) {
         sh_error_wrap(&ierr, "%s", path);

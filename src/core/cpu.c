@@ -1,6 +1,7 @@
 /* cpu.c - CPU feature detection (cpuid + xgetbv) and the kernel level
- * (SHRINK_CPU=ref|avx2|avx512 lowers it).  No cached state: cpuid is cheap
- * enough for the callers (once per kernel call). */
+ * (SHRINK_CPU=ref|avx2|avx512 lowers it, read at each call).  No state of
+ * our own: sh_cpu_features runs cpuid each time; sh_cpu_level, called per
+ * kernel call, reads libgcc's cpu model instead (filled once at start-up). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,9 +56,30 @@ const char *sh_cpu_feature_name(int i)
     return i >= 0 && i < SH_CPU_FEATURE_COUNT ? feature_names[i] : NULL;
 }
 
+/* The same bits from libgcc's cpu model (cpuid + xgetbv run once by libgcc
+ * when the program starts): no cpuid per call, which matters under a
+ * hypervisor where every cpuid traps (~20 us per kernel call here). */
+static int features_fast(void)
+{
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+    int f = 0;
+    if (__builtin_cpu_supports("avx2")) f |= SH_CPU_AVX2;
+    if (__builtin_cpu_supports("fma")) f |= SH_CPU_FMA;
+    if (__builtin_cpu_supports("f16c")) f |= SH_CPU_F16C;
+    if (__builtin_cpu_supports("avx512f")) f |= SH_CPU_AVX512F;
+    if (__builtin_cpu_supports("avx512bw")) f |= SH_CPU_AVX512BW;
+    if (__builtin_cpu_supports("avx512vl")) f |= SH_CPU_AVX512VL;
+    if (__builtin_cpu_supports("avx512vnni")) f |= SH_CPU_AVX512VNNI;
+    if (__builtin_cpu_supports("avxvnni")) f |= SH_CPU_AVXVNNI;
+    return f;
+#else
+    return sh_cpu_features();
+#endif
+}
+
 int sh_cpu_level(void)
 {
-    int f = sh_cpu_features(), best = SH_CPU_REF;
+    int f = features_fast(), best = SH_CPU_REF;
     const int need2 = SH_CPU_AVX2 | SH_CPU_FMA | SH_CPU_F16C;
     const int need512 = need2 | SH_CPU_AVX512F | SH_CPU_AVX512BW | SH_CPU_AVX512VL | SH_CPU_AVX512VNNI;
     if ((f & need512) == need512) best = SH_CPU_LEVEL_AVX512;

@@ -65,6 +65,15 @@ static inline const float *sh_sp_val(const sh_sparse_hdr *h)
 /* nm: u16 bitmap words per row, values per row */
 static inline int64_t sh_sp_words(const sh_sparse_hdr *h) { return (h->cols + 15) / 16; }
 int64_t sh_sp_nm_per_row(int64_t cols, int n, int m);
+/* sh_nm_pos4[b]: positions (one per byte, lowest first) of the first 4 set
+ * bits of byte b: the kept columns of a 2:4 / 4:8 bitmap byte. */
+extern const uint32_t sh_nm_pos4[256];
+/* nm words [0, half) of a row hold exactly 4 kept columns per byte (n = m/2,
+ * m <= 8, away from the short tail group); 0 otherwise. */
+static inline int64_t sh_sp_nm_half(const sh_sparse_hdr *h)
+{
+    return h->kind == SH_SPK_NM && h->m <= 8 && h->n * 2 == h->m ? h->cols / h->m * h->m / 16 : 0;
+}
 /* Format-table to_f32 of the sparse rows: unpacks the first n elements. */
 void sh_sparse_to_f32(const void *src, float *dst, int64_t n);
 

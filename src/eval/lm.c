@@ -37,20 +37,21 @@ static void runner_free(lm_runner *r)
     memset(r, 0, sizeof *r);
 }
 
-/* Run T tokens starting at position pos; *logits -> [T, V] rows. */
-static int runner_run(lm_runner *r, const int32_t *tok32, const int *tokint, int64_t T, int64_t pos,
-                      const float **logits, int64_t *V, sh_error *err)
+/* Run B rows of T tokens (rows[b] for i32 data, or tokint for one row of
+ * ints) starting at position pos; *logits -> [B*T, V] rows. */
+static int runner_run_rows(lm_runner *r, const int32_t *const *rows, const int *tokint, int64_t B, int64_t T,
+                           int64_t pos, const float **logits, int64_t *V, sh_error *err)
 {
-    if (T > r->cap) {
-        int64_t *nb = realloc(r->buf, sizeof(int64_t) * (size_t)T);
+    if (B * T > r->cap) {
+        int64_t *nb = realloc(r->buf, sizeof(int64_t) * (size_t)(B * T));
         if (!nb) return sh_err(err, SH_ENOMEM, "out of memory");
-        r->buf = nb, r->cap = T;
+        r->buf = nb, r->cap = B * T;
     }
-    for (int64_t i = 0; i < T; i++) r->buf[i] = tok32 ? tok32[i] : tokint[i];
-    int64_t shape[2] = {1, T};
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t i = 0; i < T; i++) r->buf[b * T + i] = rows ? rows[b][i] : tokint[i];
     sh_tensor in = {0};
-    in.fmt = SH_I64, in.ndim = 2, in.shape[0] = shape[0], in.shape[1] = shape[1];
-    in.data = r->buf, in.nbytes = sizeof(int64_t) * (size_t)T;
+    in.fmt = SH_I64, in.ndim = 2, in.shape[0] = B, in.shape[1] = T;
+    in.data = r->buf, in.nbytes = sizeof(int64_t) * (size_t)(B * T);
     const sh_tensor *ins[1] = {&in};
     sh_program_set_pos(r->p, pos);
     int rc = sh_program_run(r->p, ins, 1, err);
@@ -59,14 +60,21 @@ static int runner_run(lm_runner *r, const int32_t *tok32, const int *tokint, int
     if (!o || !o->data || o->fmt != SH_F32 || o->ndim < 2)
         return sh_err(err, SH_EUNSUPPORTED, "language model output is not f32 logits [B,T,vocab]");
     int64_t n = sh_tensor_numel(o), v = o->shape[o->ndim - 1];
-    if (v <= 0 || n != T * v) {
+    if (v <= 0 || n != B * T * v) {
         char b[160];
-        return sh_err(err, SH_ESHAPE, "language model output %s for %lld tokens: expected [1,%lld,vocab]",
-                      sh_shape_str(o->ndim, o->shape, b, sizeof b), (long long)T, (long long)T);
+        return sh_err(err, SH_ESHAPE, "language model output %s for %lldx%lld tokens: expected [%lld,%lld,vocab]",
+                      sh_shape_str(o->ndim, o->shape, b, sizeof b), (long long)B, (long long)T, (long long)B,
+                      (long long)T);
     }
     *logits = o->data;
     *V = v;
     return SH_OK;
+}
+
+static int runner_run(lm_runner *r, const int *tokint, int64_t T, int64_t pos, const float **logits, int64_t *V,
+                      sh_error *err)
+{
+    return runner_run_rows(r, NULL, tokint, 1, T, pos, logits, V, err);
 }
 
 static int model_seq_len(const sh_graph *g, const sh_eval_opts *o)
@@ -173,36 +181,73 @@ static int lm_drive(sh_graph *ga, sh_graph *gb, const sh_dataset *d, const sh_ev
         return rc;
     }
     int64_t total = count_targets(d, limit), n = 0, nd = d->doc_off && d->n_docs > 0 ? d->n_docs : 1;
+    /* windows of equal length run together, up to maxb rows and 8192 tokens */
+    int64_t maxb = o && o->batch > 0 ? o->batch : 16;
+    if (maxb * W > 8192) maxb = 8192 / W > 0 ? 8192 / W : 1;
+    typedef struct pend {
+        int64_t doc, a, s, e, from;
+    } pend;
+    pend *pb = malloc(sizeof(pend) * (size_t)maxb);
+    const int32_t **rows = malloc(sizeof(int32_t *) * (size_t)maxb);
+    if (!pb || !rows) {
+        free(pb), free(rows);
+        runner_free(&ra), runner_free(&rb);
+        return sh_err(err, SH_ENOMEM, "out of memory");
+    }
+    int64_t np = 0, planned = 0; /* planned: targets in queued windows */
     double t0 = sh_now();
-    for (int64_t i = 0; i < nd && !rc && (!limit || n < limit); i++) {
-        int64_t a, b;
-        doc_range(d, i, &a, &b);
-        win_iter w = {b - a, W, 0, 0, 0, 0};
-        while (!rc && (!limit || n < limit) && win_next(&w)) {
-            const int32_t *tk = d->tokens + a + w.s;
-            int64_t T = w.e - w.s, Va = 0, Vb = 0;
+    int64_t i = 0, a = 0, b = 0;
+    win_iter w = {0};
+    int have_doc = 0, done = 0;
+    while (!rc && !done) {
+        /* next window, if any and within the limit */
+        int got = 0;
+        while (!got && !(limit && planned >= limit)) {
+            if (!have_doc) {
+                if (i >= nd) break;
+                doc_range(d, i, &a, &b);
+                w = (win_iter){b - a, W, 0, 0, 0, 0};
+                have_doc = 1;
+            }
+            if (win_next(&w)) got = 1;
+            else have_doc = 0, i++;
+        }
+        int flush = np > 0 && (!got || np == maxb || (pb[0].e - pb[0].s) != (w.e - w.s));
+        if (flush) {
+            int64_t T = pb[0].e - pb[0].s, Va = 0, Vb = 0;
             const float *la = NULL, *lb = NULL;
-            rc = runner_run(&ra, tk, NULL, T, 0, &la, &Va, err);
+            for (int64_t k = 0; k < np; k++) rows[k] = d->tokens + pb[k].a + pb[k].s;
+            rc = runner_run_rows(&ra, rows, NULL, np, T, 0, &la, &Va, err);
             if (!rc && gb) {
-                rc = runner_run(&rb, tk, NULL, T, 0, &lb, &Vb, err);
+                rc = runner_run_rows(&rb, rows, NULL, np, T, 0, &lb, &Vb, err);
                 if (!rc && Vb != Va)
                     rc = sh_err(err, SH_ESHAPE, "the two models have different vocabularies (%lld and %lld)",
                                 (long long)Va, (long long)Vb);
             }
-            for (int64_t j = w.from + 1; !rc && j < w.e && (!limit || n < limit); j++) {
-                int32_t tgt = d->tokens[a + j];
-                if (tgt < 0 || tgt >= Va) {
-                    rc = sh_err(err, SH_EINVAL, "token %d at document %lld position %lld is outside the model's "
-                                "vocabulary of %lld", tgt, (long long)i, (long long)j, (long long)Va);
-                    break;
+            for (int64_t k = 0; k < np && !rc; k++)
+                for (int64_t j = pb[k].from + 1; !rc && j < pb[k].e && (!limit || n < limit); j++) {
+                    int32_t tgt = d->tokens[pb[k].a + j];
+                    if (tgt < 0 || tgt >= Va) {
+                        rc = sh_err(err, SH_EINVAL,
+                                    "token %d at document %lld position %lld is outside the model's vocabulary of %lld",
+                                    tgt, (long long)pb[k].doc, (long long)j, (long long)Va);
+                        break;
+                    }
+                    int64_t row = k * T + j - 1 - pb[k].s;
+                    rc = fn(ctx, la + row * Va, gb ? lb + row * Va : NULL, Va, tgt, err);
+                    n++;
                 }
-                int64_t row = j - 1 - w.s;
-                rc = fn(ctx, la + row * Va, gb ? lb + row * Va : NULL, Va, tgt, err);
-                n++;
-            }
+            np = 0;
             if (!rc && o && o->progress) o->progress(o->progress_ctx, n, total);
         }
+        if (got) {
+            pb[np++] = (pend){i, a, w.s, w.e, w.from};
+            planned += w.e - 1 - w.from;
+        } else if (!flush || np == 0) {
+            done = 1;
+        }
     }
+    free(pb), free(rows);
     *seconds = sh_now() - t0;
     *scored = n;
     runner_free(&ra);
@@ -400,7 +445,7 @@ int sh_generate(sh_graph *g, const sh_tokenizer *tok, const char *prompt, int st
     double t0 = sh_now();
     const float *logits;
     int64_t Vm;
-    if ((rc = runner_run(&r, NULL, toks, n, 0, &logits, &Vm, err))) goto done;
+    if ((rc = runner_run(&r, toks, n, 0, &logits, &Vm, err))) goto done;
     if (Vm != V) {
         rc = sh_err(err, SH_EINVAL, "tokenizer has %d tokens but the model's vocabulary has %lld", V, (long long)Vm);
         goto done;
@@ -413,7 +458,7 @@ int sh_generate(sh_graph *g, const sh_tokenizer *tok, const char *prompt, int st
         emit_piece(sh_tokenizer_decode(tok, token, next), emit, ud);
         token = next;
         if (pos >= steps) break;
-        if ((rc = runner_run(&r, NULL, &token, 1, pos, &logits, &Vm, err))) break;
+        if ((rc = runner_run(&r, &token, 1, pos, &logits, &Vm, err))) break;
         next = sample(logits, V, temperature, topp, &rng, probs, pi);
         pos++;
         gen++;

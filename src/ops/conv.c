@@ -120,6 +120,7 @@ typedef struct conv_geom {
     int64_t HW, OHW;
     int pointwise;            /* 1x1, stride 1, no pads: col == input */
     int depthwise;            /* Cg == 1: direct kernel */
+    int relu;                 /* activation="Relu" (shrink extension): y = max(conv, 0) */
 } conv_geom;
 
 static int conv_setup(sh_kctx *k, const sh_tensor *const *in, int n_in, conv_geom *g)
@@ -150,6 +151,10 @@ static int conv_setup(sh_kctx *k, const sh_tensor *const *in, int n_in, conv_geo
                          shs(b, b3, sizeof b3), shs(wt, b2, sizeof b2), (long long)M);
     int rc = sh_win_setup(k, x, wt->shape + 2, 0, 1, 0, &g->w);
     if (rc) return rc;
+    const char *act = sh_attr_string(k->node, "activation", "");
+    if (*act && strcmp(act, "Relu") != 0)
+        return sh_op_err(k, SH_EUNSUPPORTED, "activation '%s' (only Relu can be fused into Conv)", act);
+    g->relu = *act != 0;
     g->M = M, g->G = G, g->Cg = C / G, g->Mg = M / G;
     g->Kc = g->Cg * g->w.kh * g->w.kw;
     g->HW = g->w.H * g->w.W, g->OHW = g->w.OH * g->w.OW;
@@ -287,13 +292,15 @@ static void conv_depthwise(const conv_geom *g, const float *x, const float *wt, 
  * contiguous load.  A register tile is 4 output channels x 24 positions
  * (12 accumulators).  Results go to yw [Mg][Pr], then are compacted into y
  * with the bias. */
+#define DT_P 24 /* output positions per register tile */
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define SH_CONV_DIRECT 1
-#define DT_P 24
 
-__attribute__((target("avx2,fma"))) static void dtile4(const float *xp, int64_t plane, int64_t Cg, const int64_t *offs,
-                                                      int ntap, const float *w, int64_t wstride, float *yw, int64_t ldy)
+/* 4 output channels x (8*nv) positions; nv is a constant after inlining */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+dtile4_n(const float *xp, int64_t plane, int64_t Cg, const int64_t *offs, int ntap, const float *w, int64_t wstride,
+         float *yw, int64_t ldy, const int nv)
 {
     __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a10 = a00, a11 = a00, a12 = a00;
     __m256 a20 = a00, a21 = a00, a22 = a00, a30 = a00, a31 = a00, a32 = a00;
@@ -302,29 +309,46 @@ __attribute__((target("avx2,fma"))) static void dtile4(const float *xp, int64_t 
         const float *xc = xp + c * plane;
         for (int t = 0; t < ntap; t++) {
             const float *xs = xc + offs[t];
-            __m256 x0 = _mm256_loadu_ps(xs), x1 = _mm256_loadu_ps(xs + 8), x2 = _mm256_loadu_ps(xs + 16), wv;
-            wv = _mm256_broadcast_ss(w0 + t);
-            a00 = _mm256_fmadd_ps(wv, x0, a00), a01 = _mm256_fmadd_ps(wv, x1, a01), a02 = _mm256_fmadd_ps(wv, x2, a02);
-            wv = _mm256_broadcast_ss(w1 + t);
-            a10 = _mm256_fmadd_ps(wv, x0, a10), a11 = _mm256_fmadd_ps(wv, x1, a11), a12 = _mm256_fmadd_ps(wv, x2, a12);
-            wv = _mm256_broadcast_ss(w2 + t);
-            a20 = _mm256_fmadd_ps(wv, x0, a20), a21 = _mm256_fmadd_ps(wv, x1, a21), a22 = _mm256_fmadd_ps(wv, x2, a22);
-            wv = _mm256_broadcast_ss(w3 + t);
-            a30 = _mm256_fmadd_ps(wv, x0, a30), a31 = _mm256_fmadd_ps(wv, x1, a31), a32 = _mm256_fmadd_ps(wv, x2, a32);
+            __m256 x0 = _mm256_loadu_ps(xs), x1 = x0, x2 = x0, wv;
+            if (nv > 1) x1 = _mm256_loadu_ps(xs + 8);
+            if (nv > 2) x2 = _mm256_loadu_ps(xs + 16);
+#define DT_ROW(W, A0, A1, A2)                                                                                   \
+    wv = _mm256_broadcast_ss(W + t);                                                                          \
+    A0 = _mm256_fmadd_ps(wv, x0, A0);                                                                         \
+    if (nv > 1) A1 = _mm256_fmadd_ps(wv, x1, A1);                                                             \
+    if (nv > 2) A2 = _mm256_fmadd_ps(wv, x2, A2);
+            DT_ROW(w0, a00, a01, a02)
+            DT_ROW(w1, a10, a11, a12)
+            DT_ROW(w2, a20, a21, a22)
+            DT_ROW(w3, a30, a31, a32)
+#undef DT_ROW
         }
         w0 += ntap, w1 += ntap, w2 += ntap, w3 += ntap;
     }
-    _mm256_storeu_ps(yw, a00), _mm256_storeu_ps(yw + 8, a01), _mm256_storeu_ps(yw + 16, a02);
+#define DT_STORE(A0, A1, A2)                                                                                    \
+    _mm256_storeu_ps(yw, A0);                                                                                 \
+    if (nv > 1) _mm256_storeu_ps(yw + 8, A1);                                                                 \
+    if (nv > 2) _mm256_storeu_ps(yw + 16, A2);                                                                \
     yw += ldy;
-    _mm256_storeu_ps(yw, a10), _mm256_storeu_ps(yw + 8, a11), _mm256_storeu_ps(yw + 16, a12);
-    yw += ldy;
-    _mm256_storeu_ps(yw, a20), _mm256_storeu_ps(yw + 8, a21), _mm256_storeu_ps(yw + 16, a22);
-    yw += ldy;
-    _mm256_storeu_ps(yw, a30), _mm256_storeu_ps(yw + 8, a31), _mm256_storeu_ps(yw + 16, a32);
+    DT_STORE(a00, a01, a02)
+    DT_STORE(a10, a11, a12)
+    DT_STORE(a20, a21, a22)
+    DT_STORE(a30, a31, a32)
+#undef DT_STORE
 }
 
+__attribute__((target("avx2,fma"))) static void dtile4(const float *xp, int64_t plane, int64_t Cg, const int64_t *offs,
+                                                      int ntap, const float *w, int64_t wstride, float *yw, int64_t ldy,
+                                                      int nv)
+{
+    if (nv == 3) dtile4_n(xp, plane, Cg, offs, ntap, w, wstride, yw, ldy, 3);
+    else if (nv == 2) dtile4_n(xp, plane, Cg, offs, ntap, w, wstride, yw, ldy, 2);
+    else dtile4_n(xp, plane, Cg, offs, ntap, w, wstride, yw, ldy, 1);
+}
+
+/* 1 output channel x (8*nv) positions (channel tails) */
 __attribute__((target("avx2,fma"))) static void dtile1(const float *xp, int64_t plane, int64_t Cg, const int64_t *offs,
-                                                      int ntap, const float *w, float *yw)
+                                                      int ntap, const float *w, float *yw, int nv)
 {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0;
     for (int64_t c = 0; c < Cg; c++) {
@@ -333,12 +357,14 @@ __attribute__((target("avx2,fma"))) static void dtile1(const float *xp, int64_t 
             const float *xs = xc + offs[t];
             __m256 wv = _mm256_broadcast_ss(w + t);
             a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs), a0);
-            a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + 8), a1);
-            a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + 16), a2);
+            if (nv > 1) a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + 8), a1);
+            if (nv > 2) a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + 16), a2);
         }
         w += ntap;
     }
-    _mm256_storeu_ps(yw, a0), _mm256_storeu_ps(yw + 8, a1), _mm256_storeu_ps(yw + 16, a2);
+    _mm256_storeu_ps(yw, a0);
+    if (nv > 1) _mm256_storeu_ps(yw + 8, a1);
+    if (nv > 2) _mm256_storeu_ps(yw + 16, a2);
 }
 
 static int cpu_has_avx2_fma(void)
@@ -350,17 +376,19 @@ static int cpu_has_avx2_fma(void)
 #define SH_CONV_DIRECT 0
 #endif
 
+#if SH_CONV_DIRECT
 /* Sizes of the direct path's buffers (floats): padded input and wide output. */
 static void direct_sizes(const conv_geom *g, int64_t *xsz, int64_t *ysz, int64_t *Hp, int64_t *Wp, int64_t *Pr)
 {
     const sh_win *w = &g->w;
     *Hp = w->H + w->pt + w->pb, *Wp = w->W + w->pl + w->pr;
     int64_t P = w->OH * *Wp;
-    *Pr = (P + DT_P - 1) / DT_P * DT_P;
+    *Pr = (P + 7) / 8 * 8; /* tiles of 24, the last one of 8 or 16 */
     /* the last tile reads up to index Cg*Hp*Wp + (kw-1)*dw + (Pr-P) - 1 */
     *xsz = g->Cg * *Hp * *Wp + (*Pr - P) + (w->kw - 1) * w->dw + 16;
     *ysz = g->Mg * *Pr;
 }
+#endif
 
 static int direct_ok(const conv_geom *g)
 {
@@ -376,7 +404,7 @@ static int direct_ok(const conv_geom *g)
 #if SH_CONV_DIRECT
 /* One image: x [C][H][W] -> y [M][OH][OW]. */
 static void conv_direct_image(const conv_geom *g, const float *x, const float *wt, const float *bias, float *y,
-                              float *xp, float *yw, int nth)
+                              float *xp, float *yw, int nth, int relu)
 {
     const sh_win *w = &g->w;
     int64_t Hp, Wp, Pr, xsz, ysz;
@@ -386,7 +414,7 @@ static void conv_direct_image(const conv_geom *g, const float *x, const float *w
     int ntap = (int)(w->kh * w->kw);
     for (int64_t i = 0; i < w->kh; i++)
         for (int64_t j = 0; j < w->kw; j++) offs[i * w->kw + j] = i * w->dh * Wp + j * w->dw;
-    int64_t nmb = (g->Mg + 3) / 4, npb = Pr / DT_P;
+    int64_t nmb = (g->Mg + 3) / 4, npb = (Pr + DT_P - 1) / DT_P;
     for (int64_t gi = 0; gi < g->G; gi++) {
         const float *xg = x + gi * g->Cg * w->H * w->W;
         memset(xp, 0, sizeof(float) * (size_t)xsz);
@@ -398,9 +426,11 @@ static void conv_direct_image(const conv_geom *g, const float *x, const float *w
 #pragma omp parallel for num_threads(nth) if (nth > 1 && g->Mg * Pr * Kc > 200000) schedule(static)
         for (int64_t q = 0; q < work; q++) {
             int64_t pb = q / nmb, mb = q % nmb, m0 = mb * 4, p0 = pb * DT_P;
-            if (m0 + 4 <= g->Mg) dtile4(xp + p0, plane, g->Cg, offs, ntap, wg + m0 * Kc, Kc, yw + m0 * Pr + p0, Pr);
+            int nv = (int)((Pr - p0) / 8 < 3 ? (Pr - p0) / 8 : 3);
+            if (m0 + 4 <= g->Mg) dtile4(xp + p0, plane, g->Cg, offs, ntap, wg + m0 * Kc, Kc, yw + m0 * Pr + p0, Pr, nv);
             else
-                for (int64_t m = m0; m < g->Mg; m++) dtile1(xp + p0, plane, g->Cg, offs, ntap, wg + m * Kc, yw + m * Pr + p0);
+                for (int64_t m = m0; m < g->Mg; m++)
+                    dtile1(xp + p0, plane, g->Cg, offs, ntap, wg + m * Kc, yw + m * Pr + p0, nv);
         }
         float *yg = y + gi * g->Mg * OHW;
         for (int64_t m = 0; m < g->Mg; m++) {
@@ -408,8 +438,16 @@ static void conv_direct_image(const conv_geom *g, const float *x, const float *w
             for (int64_t oh = 0; oh < w->OH; oh++) {
                 const float *s = yw + m * Pr + oh * Wp;
                 float *d = yg + m * OHW + oh * w->OW;
+                if (relu) {
 #pragma omp simd
-                for (int64_t ow = 0; ow < w->OW; ow++) d[ow] = s[ow] + b;
+                    for (int64_t ow = 0; ow < w->OW; ow++) {
+                        float v = s[ow] + b;
+                        d[ow] = v > 0.0f ? v : 0.0f;
+                    }
+                } else {
+#pragma omp simd
+                    for (int64_t ow = 0; ow < w->OW; ow++) d[ow] = s[ow] + b;
+                }
             }
         }
     }
@@ -427,11 +465,28 @@ static void add_bias(float *y, const float *bias, int64_t M, int64_t OHW)
     }
 }
 
+static int conv_fwd_linear(sh_kctx *k, const conv_geom *gp, const sh_tensor *const *in, int n_in,
+                           sh_tensor *const *out);
+
 static int conv_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *const *out, int n_out)
 {
     conv_geom g;
     int rc = conv_setup(k, in, n_in, &g);
     if (rc) return rc;
+    if ((rc = conv_fwd_linear(k, &g, in, n_in, out))) return rc;
+    if (g.relu && !(direct_ok(&g))) { /* the direct path fuses it */
+        float *y = out[0]->data;
+        int64_t n = sh_tensor_numel(out[0]);
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+    }
+    return SH_OK;
+}
+
+static int conv_fwd_linear(sh_kctx *k, const conv_geom *gp, const sh_tensor *const *in, int n_in,
+                           sh_tensor *const *out)
+{
+    conv_geom g = *gp;
     const float *x = in[0]->data, *wt = in[1]->data, *bias = n_in > 2 && in[2] ? in[2]->data : NULL;
     float *y = out[0]->data;
     const sh_win *w = &g.w;
@@ -447,7 +502,8 @@ static int conv_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor 
         direct_sizes(&g, &xsz, &ysz, &Hp, &Wp, &Pr);
         float *xp = sh_kctx_scratch(k, sizeof(float) * (size_t)(xsz + ysz));
         if (!xp) return sh_op_err(k, SH_ENOMEM, "out of memory for conv buffers");
-        for (int64_t n = 0; n < N; n++) conv_direct_image(&g, x + n * C * g.HW, wt, bias, y + n * M * OHW, xp, xp + xsz, nth);
+        for (int64_t n = 0; n < N; n++)
+            conv_direct_image(&g, x + n * C * g.HW, wt, bias, y + n * M * OHW, xp, xp + xsz, nth, g.relu);
         return SH_OK;
     }
 #endif
@@ -517,6 +573,17 @@ static int conv_bwd(sh_kctx *k, const sh_tensor *const *in, int n_in, const sh_t
     float *db = n_in > 2 && in[2] && din[2] ? din[2]->data : NULL;
     const sh_win *w = &g.w;
     const int64_t N = w->N, C = w->C, M = g.M, OHW = g.OHW, Kc = g.Kc, HW = g.HW;
+    /* scratch: [masked dY (fused Relu)] [im2col column buffer] */
+    int64_t ny = g.relu ? N * M * OHW : 0;
+    float *scr = sh_kctx_scratch(k, sizeof(float) * (size_t)(ny + (g.pointwise ? 0 : Kc * OHW) + 1));
+    if (!scr) return sh_op_err(k, SH_ENOMEM, "out of memory for conv backward buffers");
+    float *col = scr + ny;
+    if (g.relu) {
+        const float *y = out[0]->data;
+#pragma omp simd
+        for (int64_t i = 0; i < ny; i++) scr[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        dy = scr;
+    }
     if (db)
         for (int64_t n = 0; n < N; n++)
             for (int64_t m = 0; m < M; m++) {
@@ -538,8 +605,6 @@ static int conv_bwd(sh_kctx *k, const sh_tensor *const *in, int n_in, const sh_t
             }
         return SH_OK;
     }
-    float *col = sh_kctx_scratch(k, sizeof(float) * (size_t)(Kc * OHW));
-    if (!col) return sh_op_err(k, SH_ENOMEM, "out of memory for im2col buffer");
     for (int64_t n = 0; n < N; n++)
         for (int64_t gi = 0; gi < g.G; gi++) {
             const float *dyg = dy + (n * M + gi * g.Mg) * OHW;

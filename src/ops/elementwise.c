@@ -52,6 +52,7 @@ static int relu_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor 
     const float *x = in[0]->data;
     float *y = out[0]->data;
     int64_t n = sh_tensor_numel(in[0]);
+#pragma omp simd
     for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
     return SH_OK;
 }
@@ -64,6 +65,7 @@ static int relu_bwd(sh_kctx *k, const sh_tensor *const *in, int n_in, const sh_t
     const float *x = in[0]->data, *dy = dout[0]->data;
     float *dx = din[0]->data;
     int64_t n = sh_tensor_numel(in[0]);
+#pragma omp simd
     for (int64_t i = 0; i < n; i++) dx[i] += x[i] > 0.0f ? dy[i] : 0.0f;
     return SH_OK;
 }
@@ -140,19 +142,19 @@ static inline void bcast_off(const bcast_t *bc, int64_t o, int64_t *oa, int64_t 
                      int64_t sb, int64_t n)                                                      \
     {                                                                                            \
         if (sa && sb) {                                                                          \
-            for (int64_t i = 0; i < n; i++) {                                                    \
+            _Pragma("omp simd") for (int64_t i = 0; i < n; i++) {                                                    \
                 T x = a[i], z = b[i];                                                            \
                 y[i] = (EXPR);                                                                   \
             }                                                                                    \
         } else if (sa) {                                                                         \
             T z = b[0];                                                                          \
-            for (int64_t i = 0; i < n; i++) {                                                    \
+            _Pragma("omp simd") for (int64_t i = 0; i < n; i++) {                                                    \
                 T x = a[i];                                                                      \
                 y[i] = (EXPR);                                                                   \
             }                                                                                    \
         } else if (sb) {                                                                         \
             T x = a[0];                                                                          \
-            for (int64_t i = 0; i < n; i++) {                                                    \
+            _Pragma("omp simd") for (int64_t i = 0; i < n; i++) {                                                    \
                 T z = b[i];                                                                      \
                 y[i] = (EXPR);                                                                   \
             }                                                                                    \
@@ -483,15 +485,29 @@ static int un_infer(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor 
     return unary_infer(k, in, n_in, out, n_out);
 }
 
-/* exp(x) in plain arithmetic so that loops vectorize (Cephes' polynomial,
- * relative error ~1e-7); 0 below -87, exp(88) above 88, NaN stays NaN. */
+/* c ? a : b without a branch (ternaries on floats keep loops from vectorizing). */
+static inline float sel_f(int c, float a, float b)
+{
+    int32_t m = -(int32_t)c, ia, ib, r;
+    memcpy(&ia, &a, 4);
+    memcpy(&ib, &b, 4);
+    r = (ia & m) | (ib & ~m);
+    float f;
+    memcpy(&f, &r, 4);
+    return f;
+}
+
+/* exp(x) in plain branch-free arithmetic so that loops vectorize (Cephes'
+ * polynomial, relative error ~1.1e-7); 0 below -87, exp(88) above 88 (also
+ * for +inf), NaN stays NaN.  For Sigmoid, Tanh, Softmax where the clamping
+ * is harmless; the Exp op keeps libm's expf. */
 static inline float fast_expf(float x0)
 {
-    float x = x0 < -87.0f ? -87.0f : x0 > 88.0f ? 88.0f : x0;
-    x = x == x ? x : 0.0f; /* NaN: keep the conversion below defined */
+    float x = sel_f(x0 > 88.0f, 88.0f, x0);
+    x = sel_f(x < -87.0f, -87.0f, x);
+    x = sel_f(x == x, x, 0.0f);
     float t = x * 1.44269504088896341f;
-    int32_t ni = (int32_t)(t + (t >= 0.0f ? 0.5f : -0.5f));
-    float n = (float)ni;
+    float n = (t + 12582912.0f) - 12582912.0f; /* round to nearest */
     float r = x - n * 0.693359375f + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -500,13 +516,20 @@ static inline float fast_expf(float x0)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    union {
-        int32_t i;
-        float f;
-    } sc;
-    sc.i = (ni + 127) << 23;
-    float y = p * sc.f;
-    return x0 == x0 ? (x0 < -87.0f ? 0.0f : y) : x0;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float sc;
+    memcpy(&sc, &bits, 4);
+    float y = sel_f(x0 < -87.0f, 0.0f, p * sc);
+    return sel_f(x0 == x0, y, x0);
+}
+
+/* erf(x), Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7), branch-free. */
+static inline float fast_erff(float x)
+{
+    float a = fabsf(x), t = 1.0f / (1.0f + 0.3275911f * a);
+    float p = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+    float r = 1.0f - p * fast_expf(-a * a);
+    return sel_f(x < 0.0f, -r, r);
 }
 
 static inline float fast_sigmoidf(float x) { return 1.0f / (1.0f + fast_expf(-x)); }
@@ -517,7 +540,7 @@ static inline float fast_tanhf(float x)
     float x2 = x * x;
     float small = x * (1.0f + x2 * (-0.333333333f + x2 * 0.133333333f));
     float big = 1.0f - 2.0f / (fast_expf(2.0f * x) + 1.0f);
-    return x2 < 0.0039f ? small : big;
+    return sel_f(x2 < 0.0039f, small, big);
 }
 
 #define SQRT_2_OVER_PI 0.7978845608028654f
@@ -546,6 +569,7 @@ static int un_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *c
     int par = n >= PAR_MIN;
     switch (kind) {
     case U_LEAKY:
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) y[i] = x[i] >= 0.0f ? x[i] : alpha * x[i];
         break;
     case U_SIGMOID:
@@ -564,8 +588,8 @@ static int un_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *c
                 y[i] = 0.5f * v * (1.0f + fast_tanhf(SQRT_2_OVER_PI * (v + GELU_C * v * v * v)));
             }
         } else {
-#pragma omp parallel for num_threads(k->nthreads) if (par)
-            for (int64_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+#pragma omp parallel for simd num_threads(k->nthreads) if (par)
+            for (int64_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + fast_erff(x[i] * 0.70710678118654752f));
         }
         break;
     case U_ERF:
@@ -581,39 +605,49 @@ static int un_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *c
         for (int64_t i = 0; i < n; i++) y[i] = logf(x[i]);
         break;
     case U_SQRT:
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) y[i] = sqrtf(x[i]);
         break;
     case U_NEG:
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) y[i] = -x[i];
         break;
     case U_ABS:
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) y[i] = fabsf(x[i]);
         break;
     case U_RECIP:
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) y[i] = 1.0f / x[i];
         break;
     case U_HSIGMOID: {
         float a = sh_attr_float(k->node, "alpha", 0.2f), b = sh_attr_float(k->node, "beta", 0.5f);
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) y[i] = fminf(1.0f, fmaxf(0.0f, a * x[i] + b));
         break;
     }
     case U_HSWISH:
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) y[i] = x[i] * fminf(1.0f, fmaxf(0.0f, x[i] * (1.0f / 6.0f) + 0.5f));
         break;
     case U_SOFTPLUS:
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] + log1pf(expf(-x[i])) : log1pf(expf(x[i]));
         break;
     case U_ELU: {
         float a = sh_attr_float(k->node, "alpha", 1.0f);
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) y[i] = x[i] >= 0.0f ? x[i] : a * expm1f(x[i]);
         break;
     }
     case U_SELU: {
         float a = sh_attr_float(k->node, "alpha", SELU_ALPHA), g = sh_attr_float(k->node, "gamma", SELU_GAMMA);
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) y[i] = g * (x[i] > 0.0f ? x[i] : a * expm1f(x[i]));
         break;
     }
     case U_SOFTSIGN:
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + fabsf(x[i]));
         break;
     default: return sh_op_err(k, SH_EINTERNAL, "unknown unary op");
@@ -637,22 +671,27 @@ static int un_bwd(sh_kctx *k, const sh_tensor *const *in, int n_in, const sh_ten
     if (kind == U_GELU && gelu_tanh(k, &tanh_approx)) return k->err->code;
     switch (kind) {
     case U_LEAKY:
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) dx[i] += x[i] >= 0.0f ? g[i] : alpha * g[i];
         break;
     case U_SIGMOID:
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) dx[i] += g[i] * y[i] * (1.0f - y[i]);
         break;
     case U_TANH:
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) dx[i] += g[i] * (1.0f - y[i] * y[i]);
         break;
     case U_GELU:
         if (tanh_approx) {
+#pragma omp simd
             for (int64_t i = 0; i < n; i++) {
                 float v = x[i], t = tanhf(SQRT_2_OVER_PI * (v + GELU_C * v * v * v));
                 float d = 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_C * v * v);
                 dx[i] += g[i] * d;
             }
         } else {
+#pragma omp simd
             for (int64_t i = 0; i < n; i++) {
                 float v = x[i];
                 float d = 0.5f * (1.0f + erff(v * 0.70710678118654752f)) + v * expf(-0.5f * v * v) * 0.3989422804014327f;
@@ -661,28 +700,36 @@ static int un_bwd(sh_kctx *k, const sh_tensor *const *in, int n_in, const sh_ten
         }
         break;
     case U_ERF:
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) dx[i] += g[i] * 1.1283791670955126f * expf(-x[i] * x[i]);
         break;
     case U_EXP:
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) dx[i] += g[i] * y[i];
         break;
     case U_LOG:
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) dx[i] += g[i] / x[i];
         break;
     case U_SQRT:
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) dx[i] += g[i] * 0.5f / y[i];
         break;
     case U_NEG:
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) dx[i] -= g[i];
         break;
     case U_ABS:
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) dx[i] += x[i] > 0.0f ? g[i] : x[i] < 0.0f ? -g[i] : 0.0f;
         break;
     case U_RECIP:
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) dx[i] -= g[i] * y[i] * y[i];
         break;
     case U_HSIGMOID: {
         float a = sh_attr_float(k->node, "alpha", 0.2f), b = sh_attr_float(k->node, "beta", 0.5f);
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) {
             float v = a * x[i] + b;
             if (v > 0.0f && v < 1.0f) dx[i] += g[i] * a;
@@ -694,6 +741,7 @@ static int un_bwd(sh_kctx *k, const sh_tensor *const *in, int n_in, const sh_ten
             dx[i] += x[i] <= -3.0f ? 0.0f : x[i] >= 3.0f ? g[i] : g[i] * (2.0f * x[i] + 3.0f) * (1.0f / 6.0f);
         break;
     case U_SOFTPLUS:
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) {
             float sg = x[i] >= 0.0f ? 1.0f / (1.0f + expf(-x[i])) : expf(x[i]) / (1.0f + expf(x[i]));
             dx[i] += g[i] * sg;
@@ -701,15 +749,18 @@ static int un_bwd(sh_kctx *k, const sh_tensor *const *in, int n_in, const sh_ten
         break;
     case U_ELU: {
         float a = sh_attr_float(k->node, "alpha", 1.0f);
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) dx[i] += x[i] >= 0.0f ? g[i] : g[i] * a * expf(x[i]);
         break;
     }
     case U_SELU: {
         float a = sh_attr_float(k->node, "alpha", SELU_ALPHA), gm = sh_attr_float(k->node, "gamma", SELU_GAMMA);
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) dx[i] += g[i] * gm * (x[i] > 0.0f ? 1.0f : a * expf(x[i]));
         break;
     }
     case U_SOFTSIGN:
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) {
             float d = 1.0f + fabsf(x[i]);
             dx[i] += g[i] / (d * d);
@@ -791,8 +842,12 @@ static int softmax_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tens
         const float *xr = x + o * len * inner + i;
         float *yr = y + o * len * inner + i;
         float m = -INFINITY;
-        for (int64_t j = 0; j < len; j++) m = fmaxf(m, xr[j * inner]);
-        if (m == -INFINITY) m = 0.0f;
+        if (inner == 1) {
+#pragma omp simd reduction(max : m)
+            for (int64_t j = 0; j < len; j++) m = m > xr[j] ? m : xr[j];
+        } else
+            for (int64_t j = 0; j < len; j++) m = fmaxf(m, xr[j * inner]);
+        if (m == -INFINITY || m != m) m = 0.0f;
         double s = 0.0;
         if (logsm) {
             for (int64_t j = 0; j < len; j++) s += expf(xr[j * inner] - m);
@@ -801,6 +856,7 @@ static int softmax_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tens
         } else if (inner == 1) {
 #pragma omp simd
             for (int64_t j = 0; j < len; j++) yr[j] = fast_expf(xr[j] - m);
+#pragma omp simd reduction(+ : s)
             for (int64_t j = 0; j < len; j++) s += yr[j];
             float inv = (float)(1.0 / s);
 #pragma omp simd
@@ -914,6 +970,7 @@ static int clip_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor 
     }
     const float *x = in[0]->data;
     float *y = out[0]->data;
+#pragma omp simd
     for (int64_t i = 0; i < n; i++) {
         float v = x[i] < lo ? lo : x[i];
         y[i] = v > hi ? hi : v;

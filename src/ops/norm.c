@@ -116,6 +116,7 @@ static int bn_bwd(sh_kctx *k, const sh_tensor *const *in, int n_in, const sh_ten
         double sdy = 0, sdyx = 0; /* sum dy, sum dy*xhat */
         for (int64_t n = 0; n < N; n++) {
             const float *r = xd + (n * C + c) * S, *g = dy + (n * C + c) * S;
+#pragma omp simd reduction(+ : sdy, sdyx)
             for (int64_t i = 0; i < S; i++) {
                 sdy += g[i];
                 sdyx += g[i] * ((r[i] - mean) * inv);
@@ -131,6 +132,7 @@ static int bn_bwd(sh_kctx *k, const sh_tensor *const *in, int n_in, const sh_ten
             for (int64_t n = 0; n < N; n++) {
                 const float *r = xd + (n * C + c) * S, *g = dy + (n * C + c) * S;
                 float *o = dx + (n * C + c) * S;
+#pragma omp simd
                 for (int64_t i = 0; i < S; i++) o[i] += (float)(a * (g[i] - mdy - (r[i] - mean) * inv * mdyx));
             }
         } else {
@@ -138,6 +140,7 @@ static int bn_bwd(sh_kctx *k, const sh_tensor *const *in, int n_in, const sh_ten
             for (int64_t n = 0; n < N; n++) {
                 const float *g = dy + (n * C + c) * S;
                 float *o = dx + (n * C + c) * S;
+#pragma omp simd
                 for (int64_t i = 0; i < S; i++) o[i] += af * g[i];
             }
         }

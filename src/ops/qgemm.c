@@ -125,7 +125,10 @@ int sh_qmatmul(const float *X, int64_t M, const void *W, sh_format wf, int64_t N
     if (!xq || !xs) { free(xq); free(xs); return sh_err(err, SH_ENOMEM, "qmatmul: out of memory"); }
     int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
 #pragma omp parallel for schedule(static) num_threads(nt) if (M > 1)
-    for (int64_t m = 0; m < M; m++) sh_quantize_q8_0_sums(X + m * K, xq + m * nb, xs + m * nb, K);
+    for (int64_t m = 0; m < M; m++) {
+        if (level == SH_CPU_LEVEL_AVX512) sh_quantize_q8_0_sums_avx512(X + m * K, xq + m * nb, xs + m * nb, K);
+        else sh_quantize_q8_0_sums(X + m * K, xq + m * nb, xs + m * nb, K);
+    }
     /* chunks of rows of W per task; each task runs every activation row so a
      * chunk of W is read once from memory */
     int64_t chunk = 64, tc = (N + chunk - 1) / chunk;
@@ -263,7 +266,8 @@ int sh_qweight_matmul(const float *X, int64_t M, const sh_qweight *w, const floa
     float *dsa = da + M * nb;
     int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
     for (int64_t m = 0; m < M; m++) {
-        sh_quantize_q8_0_sums(X + m * K, xq + m * nb, xs + m * nb, K);
+        if (fast) sh_quantize_q8_0_sums_avx512(X + m * K, xq + m * nb, xs + m * nb, K);
+        else sh_quantize_q8_0_sums(X + m * K, xq + m * nb, xs + m * nb, K);
         for (int64_t b = m * nb; b < (m + 1) * nb; b++) {
             float d = sh_h2f(xq[b].d);
             ioff[b] = -off * xs[b];

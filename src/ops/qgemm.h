@@ -162,7 +162,9 @@ void sh_qgemm_avx512_run(const uint8_t *A, int a_signed, int64_t lda, int64_t m0
                          int64_t ldc);
 /* Column granularity of the n0/n1 ranges of each path. */
 #define SH_QGEMM_NR_AVX2 24
-#define SH_QGEMM_NR_AVX512 48
+#ifndef SH_QGEMM_NR_AVX512
+#define SH_QGEMM_NR_AVX512 64
+#endif
 
 /* Low-bit: rows n in [n0, n1) of Y[m, :] for one activation row quantized to
  * q8_0 blocks xq with block sums xs (K/32 each). */
@@ -180,6 +182,8 @@ void sh_qpacked_rows_ref(const sh_qweight *w, int64_t g0, int64_t g1, const sh_b
                          const float *bias, float *y);
 void sh_qpacked_rows_avx512(const sh_qweight *w, int64_t g0, int64_t g1, const sh_block_q8_0 *xq,
                             const int32_t *ioff, const float *da, const float *dsa, const float *bias, float *y);
+/* the same as sh_quantize_q8_0_sums, AVX-512 */
+void sh_quantize_q8_0_sums_avx512(const float *x, sh_block_q8_0 *y, int32_t *sums, int64_t n);
 /* bits of a packed code and the offset of format wf (see above) */
 int sh_qpacked_bits(sh_format wf, int *off, int *asym);
 

@@ -15,8 +15,14 @@
 
 #include "ops/qgemm.h"
 
-#define MR 8
-#define NP 3 /* panels of 16 per microkernel */
+#ifndef MR
+#define MR 6
+#endif
+#define NP 4 /* panels of 16 per microkernel */
+#ifndef KC
+#define KC 256 /* k per block */
+#endif
+_Static_assert(NP * 16 == SH_QGEMM_NR_AVX512, "column block of the driver");
 
 static int64_t rup(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
@@ -39,39 +45,64 @@ int sh_qgemm_avx512_pack(const int8_t *B, int64_t ldb, sh_qgemm_b *b)
 }
 
 /* MR x (16 np) tile; accumulators are named variables so they stay in
- * registers (24 of the 32 zmm for np = 3). */
+ * registers (MR x NP <= 24 of the 32 zmm). */
 #define LD4(p) ({ int32_t v_; memcpy(&v_, (p), 4); v_; })
-#define DECL(i) __m512i c##i##0 = _mm512_setzero_si512(), c##i##1 = c##i##0, c##i##2 = c##i##0;
+#define DECL(i) __m512i c##i##0 = _mm512_setzero_si512(), c##i##1 = c##i##0, c##i##2 = c##i##0, c##i##3 = c##i##0;
+/* c += u8 a . s8 b, as asm with a tied operand: with the intrinsic GCC 12
+ * adds register copies of every accumulator in this loop (half speed). */
+#define DP(c, a, b) __asm__("vpdpbusd %2, %1, %0" : "+v"(c) : "v"(a), "v"(b))
 #define STEP(i)                                                                    \
-    {                                                                              \
+    if (MR > (i)) {                                                                \
         __m512i av = _mm512_set1_epi32(LD4(ag + (i) * 4));                         \
-        c##i##0 = _mm512_dpbusd_epi32(c##i##0, av, b0);                            \
-        if (np > 1) c##i##1 = _mm512_dpbusd_epi32(c##i##1, av, b1);                \
-        if (np > 2) c##i##2 = _mm512_dpbusd_epi32(c##i##2, av, b2);                \
+        DP(c##i##0, av, b0);                                                       \
+        if (np > 1) DP(c##i##1, av, b1);                                           \
+        if (np > 2) DP(c##i##2, av, b2);                                           \
+        if (np > 3) DP(c##i##3, av, b3);                                           \
     }
 #define STORE(i)                                                                   \
-    {                                                                              \
+    if (MR > (i)) {                                                                \
         _mm512_storeu_si512(tile + (i) * (NP * 16), c##i##0);                      \
         if (np > 1) _mm512_storeu_si512(tile + (i) * (NP * 16) + 16, c##i##1);     \
         if (np > 2) _mm512_storeu_si512(tile + (i) * (NP * 16) + 32, c##i##2);     \
+        if (np > 3) _mm512_storeu_si512(tile + (i) * (NP * 16) + 48, c##i##3);     \
     }
+/* tile = A[MR rows, kg groups] x B panels */
 static inline __attribute__((always_inline)) void mk(const uint8_t *a, const int8_t *b, int64_t pstride, int64_t kg,
                                                      int np, int32_t *tile)
 {
     DECL(0) DECL(1) DECL(2) DECL(3) DECL(4) DECL(5) DECL(6) DECL(7)
-    const int8_t *p1 = b + pstride, *p2 = b + 2 * pstride;
+    const int8_t *p1 = b + pstride, *p2 = b + 2 * pstride, *p3 = b + 3 * pstride;
     for (int64_t g = 0; g < kg; g++) {
         __m512i b0 = _mm512_load_si512(b + g * 64);
         __m512i b1 = np > 1 ? _mm512_load_si512(p1 + g * 64) : b0;
         __m512i b2 = np > 2 ? _mm512_load_si512(p2 + g * 64) : b0;
+        __m512i b3 = np > 3 ? _mm512_load_si512(p3 + g * 64) : b0;
         const uint8_t *ag = a + g * (MR * 4);
+#ifdef PF
+        _mm_prefetch((const char *)(b + (g + PF) * 64), _MM_HINT_T0);
+        if (np > 1) _mm_prefetch((const char *)(p1 + (g + PF) * 64), _MM_HINT_T0);
+        if (np > 2) _mm_prefetch((const char *)(p2 + (g + PF) * 64), _MM_HINT_T0);
+        if (np > 3) _mm_prefetch((const char *)(p3 + (g + PF) * 64), _MM_HINT_T0);
+#endif
         STEP(0) STEP(1) STEP(2) STEP(3) STEP(4) STEP(5) STEP(6) STEP(7)
     }
     STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7)
 }
 #undef DECL
+#undef DP
 #undef STEP
 #undef STORE
+/* one out-of-line function per panel count: register allocation per kernel */
+#define MKN(n)                                                                                     \
+    static inline __attribute__((always_inline)) void mk##n(const uint8_t *a, const int8_t *b, int64_t ps, int64_t kg, \
+                                                int32_t *tile)                                     \
+    {                                                                                              \
+        mk(a, b, ps, kg, n, tile);                                                                 \
+    }
+MKN(1)
+MKN(2)
+MKN(3)
+MKN(4)
 
 void sh_qgemm_avx512_run(const uint8_t *A, int a_signed, int64_t lda, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                          const sh_qgemm_b *B, int32_t a_zero, const sh_qepi_k *e, void *C, int64_t ldc)
@@ -99,22 +130,56 @@ void sh_qgemm_avx512_run(const uint8_t *A, int a_signed, int64_t lda, int64_t m0
             } else
                 for (int64_t g = 0; g < kg; g++) memset(dst + g * MR * 4, 0, 4);
         }
+    /* K in blocks of KC so the B panels (NP x 16 columns x KC) stay in L1;
+     * the int32 tiles of all row tiles are summed in acc between K blocks
+     * (the microkernel itself starts from zero: GCC keeps its accumulators
+     * in registers that way) */
+    int64_t ts = MR * NP * 16;
+    int32_t *acc = aligned_alloc(64, (size_t)(mt * ts) * sizeof(int32_t));
+    if (!acc) { free(pa); return; }
     int32_t tile[MR * NP * 16] __attribute__((aligned(64)));
-    int64_t pstride = kg * 64;
+    int64_t pstride = kg * 64, kcg = KC / 4;
     const int8_t *bd = B->data;
     for (int64_t n = n0; n < n1; n += NP * 16) {
         int64_t nr = n1 - n < NP * 16 ? n1 - n : NP * 16;
         int np = (int)((nr + 15) / 16);
         const int8_t *bp = bd + (n / 16) * pstride;
+        for (int64_t g0 = 0; g0 < kg; g0 += kcg) {
+            int64_t gn = kg - g0 < kcg ? kg - g0 : kcg;
+            for (int64_t t = 0; t < mt; t++) {
+                const uint8_t *at = pa + t * MR * Kp + g0 * MR * 4;
+                int32_t *dst = g0 == 0 ? acc + t * ts : tile;
+                const int8_t *bk = bp + g0 * 64;
+                if (np >= 4) mk4(at, bk, pstride, gn, dst);
+                else if (np == 3) mk3(at, bk, pstride, gn, dst);
+                else if (np == 2) mk2(at, bk, pstride, gn, dst);
+                else mk1(at, bk, pstride, gn, dst);
+                if (g0) {
+                    int32_t *a = acc + t * ts;
+                    for (int64_t q = 0; q < ts; q += 16)
+                        _mm512_store_si512(a + q, _mm512_add_epi32(_mm512_load_si512(a + q), _mm512_load_si512(tile + q)));
+                }
+            }
+        }
         for (int64_t t = 0; t < mt; t++) {
-            const uint8_t *at = pa + t * MR * Kp;
-            if (np == 3) mk(at, bp, pstride, kg, 3, tile);
-            else if (np == 2) mk(at, bp, pstride, kg, 2, tile);
-            else mk(at, bp, pstride, kg, 1, tile);
             int64_t mr = rows - t * MR < MR ? rows - t * MR : MR;
-            sh_qepi_apply(e, tile, NP * 16, mr, nr, m0 + t * MR, n, C, ldc, 1);
+            if (e->out == SH_I32) /* C = acc - zoff * colsum, vectorized */
+                for (int64_t i = 0; i < mr; i++) {
+                    const int32_t *ti = acc + t * ts + i * NP * 16;
+                    int32_t *c = (int32_t *)C + (m0 + t * MR + i) * ldc + n;
+                    __m512i z = _mm512_set1_epi32(e->zoff);
+                    for (int64_t j = 0; j < nr; j += 16) {
+                        __mmask16 k = nr - j >= 16 ? 0xffff : (__mmask16)((1u << (nr - j)) - 1);
+                        __m512i cs = _mm512_maskz_loadu_epi32(k, e->colsum + n + j);
+                        __m512i v = _mm512_sub_epi32(_mm512_load_si512(ti + j), _mm512_mullo_epi32(z, cs));
+                        _mm512_mask_storeu_epi32(c + j, k, v);
+                    }
+                }
+            else
+                sh_qepi_apply(e, acc + t * ts, NP * 16, mr, nr, m0 + t * MR, n, C, ldc, 1);
         }
     }
+    free(acc);
     free(pa);
 }
 
@@ -306,11 +371,13 @@ static inline __attribute__((always_inline)) void pk(const sh_qweight *w, int bi
             } else if (bits == 4) {
 #pragma GCC unroll 8
                 for (int j = 0; j < 4; j++) {
-                    __m512i v = _mm512_loadu_si512(codes + 64 * j);
-                    __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+                    __m512i v = _mm512_loadu_si512(codes + 64 * j), lo, hi;
                     if (islog) {
-                        lo = _mm512_shuffle_epi8(lut, lo);
-                        hi = _mm512_shuffle_epi8(lut, hi);
+                        lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(v, m4));
+                        hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+                    } else { /* high nibble in place: 16 x code, d1 divided by 16 below */
+                        lo = _mm512_and_si512(v, m4);
+                        hi = _mm512_andnot_si512(m4, v);
                     }
                     d0 = _mm512_dpbusd_epi32(d0, lo, A4(j));
                     d1 = _mm512_dpbusd_epi32(d1, hi, A4(j + 4));
@@ -335,6 +402,7 @@ static inline __attribute__((always_inline)) void pk(const sh_qweight *w, int bi
             }
 #undef A4
             __m512 sc = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)ch)), _mm512_set1_ps(da[b]));
+            if (bits == 4 && !islog) d1 = _mm512_srai_epi32(d1, 4); /* exact: a multiple of 16 */
             acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(d0, d1)), sc, acc);
             if (asym)
                 accm = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(ch + 32))),
@@ -359,5 +427,30 @@ void sh_qpacked_rows_avx512(const sh_qweight *w, int64_t g0, int64_t g1, const s
     case SH_Q3_0: pk(w, 3, 0, 0, g0, g1, xq, ioff, da, dsa, bias, y); break;
     case SH_Q2_1: pk(w, 2, 1, 0, g0, g1, xq, ioff, da, dsa, bias, y); break;
     default: break;
+    }
+}
+
+/* q8_0 quantization of activations with block sums; identical results to
+ * sh_quantize_q8_0_sums (f16 scale rounded to nearest even, then
+ * round-half-even of x / d, clamp to +-127). */
+void sh_quantize_q8_0_sums_avx512(const float *x, sh_block_q8_0 *y, int32_t *sums, int64_t n)
+{
+    for (int64_t b = 0; b < n / SH_QK; b++) {
+        __m512 v0 = _mm512_loadu_ps(x + b * SH_QK), v1 = _mm512_loadu_ps(x + b * SH_QK + 16);
+        /* NaN -> 0 as the scalar code does */
+        v0 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v0, v0, _CMP_ORD_Q), v0);
+        v1 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v1, v1, _CMP_ORD_Q), v1);
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        uint16_t dh = _cvtss_sh(amax / 127.0f, _MM_FROUND_TO_NEAREST_INT);
+        float d = _cvtsh_ss(dh), id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = dh;
+        __m512 vid = _mm512_set1_ps(id), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+        __m512 q0 = _mm512_roundscale_ps(_mm512_mul_ps(v0, vid), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512 q1 = _mm512_roundscale_ps(_mm512_mul_ps(v1, vid), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512i i0 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(q0, lo), hi));
+        __m512i i1 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(q1, lo), hi));
+        _mm_storeu_si128((__m128i *)y[b].qs, _mm512_cvtepi32_epi8(i0));
+        _mm_storeu_si128((__m128i *)(y[b].qs + 16), _mm512_cvtepi32_epi8(i1));
+        sums[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
     }
 }

@@ -51,8 +51,9 @@ static int check_numel(sh_kctx *k, int nd, const int64_t *shape)
     return SH_OK;
 }
 
-static void add_f32(float *dst, const float *src, int64_t n)
+static void add_f32(float *restrict dst, const float *restrict src, int64_t n)
 {
+#pragma omp simd
     for (int64_t i = 0; i < n; i++) dst[i] += src[i];
 }
 

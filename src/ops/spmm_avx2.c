@@ -4,9 +4,10 @@
  *
  *   B = 1 : csr  - 8 values per step, x gathered by zero-extended indices
  *           bcsr - blocks loaded straight from x (1x2: scalar)
- *           nm   - per 16 columns one bitmap word: the positions of its set
- *                  bits (pdep/pext) pick up to 8 x values with two vpermps;
- *                  words with more than 8 kept values go scalar
+ *           nm   - 2:4 / 4:8 (4 kept per bitmap byte): per byte a table
+ *                  lookup gives the 4 positions, vpermps picks x; other n:m
+ *                  and the tail: positions by pdep/pext, words with more
+ *                  than 8 kept values go scalar
  *   B > 1 : X transposed (xt [kp][bp]); acc[0..bp) += w * xt[c][0..bp).
  */
 #pragma GCC target("avx2,fma,popcnt,bmi,bmi2")
@@ -92,12 +93,28 @@ static inline uint64_t bit_positions(uint32_t b)
     return _pext_u64(0x0706050403020100ull, _pdep_u64(b, 0x0101010101010101ull) * 0xff);
 }
 
-static float nm_row_gemv(const uint16_t *bm, int64_t words, const float *v, const float *x)
+static float nm_row_gemv(const uint16_t *bm, int64_t words, int64_t half, const float *v, const float *x)
 {
     const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     float s = 0.0f;
-    for (int64_t w = 0; w < words; w++) {
+    int64_t w = 0;
+    for (; w + 2 <= half; w += 2) { /* 2:4 / 4:8: 4 kept per byte, table lookups */
+        uint32_t m = (uint32_t)bm[w] | (uint32_t)bm[w + 1] << 16;
+        uint64_t i0 = sh_nm_pos4[m & 0xff] | (uint64_t)sh_nm_pos4[(m >> 8) & 0xff] << 32;
+        uint64_t i1 = sh_nm_pos4[(m >> 16) & 0xff] | (uint64_t)sh_nm_pos4[m >> 24] << 32;
+        __m256i ia = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)i0));
+        __m256i ib = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)i1));
+        const float *xw = x + w * 16;
+        __m256 xa = _mm256_blend_ps(_mm256_permutevar8x32_ps(_mm256_loadu_ps(xw), ia),
+                                    _mm256_permutevar8x32_ps(_mm256_loadu_ps(xw + 8), ia), 0xf0);
+        __m256 xb = _mm256_blend_ps(_mm256_permutevar8x32_ps(_mm256_loadu_ps(xw + 16), ib),
+                                    _mm256_permutevar8x32_ps(_mm256_loadu_ps(xw + 24), ib), 0xf0);
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(v), xa, a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 8), xb, a1);
+        v += 16;
+    }
+    for (; w < words; w++) {
         uint32_t m = bm[w], b0 = m & 0xff, b1 = m >> 8;
         int p0 = __builtin_popcount(b0), cnt = p0 + __builtin_popcount(b1);
         const float *xw = x + w * 16;
@@ -129,22 +146,29 @@ static inline __attribute__((always_inline)) void batch_row(const float *xt, int
 {
     __m256 a[4][8];
     const int U = NC == 1 ? 4 : NC <= 4 ? 2 : 1;
+    #pragma GCC unroll 8
     for (int u = 0; u < U; u++)
+        #pragma GCC unroll 8
         for (int c = 0; c < NC; c++) a[u][c] = _mm256_setzero_ps();
     int64_t q = 0;
     for (; q + U <= cnt; q += U)
+        #pragma GCC unroll 8
         for (int u = 0; u < U; u++) {
             const float *xr = xt + (int64_t)(c16 ? c16[q + u] : c32[q + u]) * bp;
             __m256 w = _mm256_set1_ps(v[q + u]);
+            #pragma GCC unroll 8
             for (int c = 0; c < NC; c++) a[u][c] = _mm256_fmadd_ps(w, _mm256_loadu_ps(xr + 8 * c), a[u][c]);
         }
     for (; q < cnt; q++) {
         const float *xr = xt + (int64_t)(c16 ? c16[q] : c32[q]) * bp;
         __m256 w = _mm256_set1_ps(v[q]);
+        #pragma GCC unroll 8
         for (int c = 0; c < NC; c++) a[0][c] = _mm256_fmadd_ps(w, _mm256_loadu_ps(xr + 8 * c), a[0][c]);
     }
+    #pragma GCC unroll 8
     for (int c = 0; c < NC; c++) {
         __m256 s = a[0][c];
+        #pragma GCC unroll 8
         for (int u = 1; u < U; u++) s = _mm256_add_ps(s, a[u][c]);
         _mm256_storeu_ps(out + 8 * c, s);
     }
@@ -171,12 +195,14 @@ void sh_spmm_rows_avx2(const sh_spmm_job *j, int64_t r0, int64_t r1, void *tmp)
     const uint32_t *i32 = h->idx_bytes == 4 ? sh_sp_idx(h) : NULL;
     int64_t words = sh_sp_words(h), per_row = h->kind == SH_SPK_NM ? sh_sp_nm_per_row(h->cols, h->n, h->m) : 0;
     const uint32_t *ptr = h->kind == SH_SPK_NM ? NULL : sh_sp_ptr(h);
+    int64_t half = sh_sp_nm_half(h);
     __attribute__((aligned(32))) float acc[64];
     for (int64_t r = r0; r < r1; r++) {
         float b0 = j->bias ? j->bias[r] : 0.0f;
         if (j->B == 1) {
             float s;
-            if (h->kind == SH_SPK_NM) s = nm_row_gemv((const uint16_t *)sh_sp_idx(h) + r * words, words, val + r * per_row, j->x);
+            if (h->kind == SH_SPK_NM)
+                s = nm_row_gemv((const uint16_t *)sh_sp_idx(h) + r * words, words, half, val + r * per_row, j->x);
             else if (h->kind == SH_SPK_CSR)
                 s = csr_row_gemv(i16 ? i16 + ptr[r] : NULL, i32 ? i32 + ptr[r] : NULL, val + ptr[r], ptr[r + 1] - ptr[r], j->x);
             else s = bcsr_row_gemv(h, r, j->x);

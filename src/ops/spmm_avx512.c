@@ -5,8 +5,11 @@
  *   B = 1 : csr  - 16 values per step, x gathered by zero-extended indices
  *           bcsr - 1x16 / 1x8 / 1x4 blocks loaded straight from x (1x2:
  *                  decoded to column lists and gathered)
- *           nm   - per 16 columns one bitmap word: load its popcount values
- *                  and expand them to their columns, FMA with x (any n:m)
+ *           nm   - 2:4 / 4:8 (4 kept per byte of bitmap): 16 values per 32
+ *                  columns, x picked by one vpermt2ps with indices from a
+ *                  256-entry table (vpcompressb and vexpandps were slower on
+ *                  Zen 4); other n:m and the tail group: per 16 columns an
+ *                  expand load of the word's popcount values, FMA with x
  *   B > 1 : X transposed (xt [kp][bp]); each stored value w at column c does
  *           acc[0..bp) += w * xt[c][0..bp), 2-4 independent accumulator sets.
  */
@@ -25,30 +28,41 @@ static inline uint64_t load64(const void *p)
 
 /* ---- B = 1 ------------------------------------------------------------ */
 
+/* 8-wide gathers: on Zen 4 two ymm gathers beat one zmm gather */
 static float csr_row_gemv(const uint16_t *i16, const uint32_t *i32, const float *v, int64_t cnt, const float *x)
 {
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
     int64_t q = 0;
     for (; q + 32 <= cnt; q += 32) {
-        __m512i c0, c1;
+        __m256i c0, c1, c2, c3;
         if (i16) {
-            c0 = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(i16 + q)));
-            c1 = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(i16 + q + 16)));
+            c0 = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(i16 + q)));
+            c1 = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(i16 + q + 8)));
+            c2 = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(i16 + q + 16)));
+            c3 = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(i16 + q + 24)));
         } else {
-            c0 = _mm512_loadu_si512(i32 + q);
-            c1 = _mm512_loadu_si512(i32 + q + 16);
+            c0 = _mm256_loadu_si256((const __m256i *)(i32 + q));
+            c1 = _mm256_loadu_si256((const __m256i *)(i32 + q + 8));
+            c2 = _mm256_loadu_si256((const __m256i *)(i32 + q + 16));
+            c3 = _mm256_loadu_si256((const __m256i *)(i32 + q + 24));
         }
-        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(v + q), _mm512_i32gather_ps(c0, x, 4), a0);
-        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(v + q + 16), _mm512_i32gather_ps(c1, x, 4), a1);
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(v + q), _mm256_i32gather_ps(x, c0, 4), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(v + q + 8), _mm256_i32gather_ps(x, c1, 4), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(v + q + 16), _mm256_i32gather_ps(x, c2, 4), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(v + q + 24), _mm256_i32gather_ps(x, c3, 4), a3);
     }
-    for (; q < cnt; q += 16) {
+    for (; q < cnt; q += 8) {
         int64_t rem = cnt - q;
-        __mmask16 k = rem >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << rem) - 1);
-        __m512i c = i16 ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, i16 + q)) : _mm512_maskz_loadu_epi32(k, i32 + q);
-        __m512 xg = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, c, x, 4);
-        a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, v + q), xg, a0);
+        __mmask8 k = rem >= 8 ? (__mmask8)0xff : (__mmask8)((1u << rem) - 1);
+        __m256i c = i16 ? _mm256_cvtepu16_epi32(_mm_maskz_loadu_epi16(k, i16 + q)) : _mm256_maskz_loadu_epi32(k, i32 + q);
+        __m256 xg = _mm256_mmask_i32gather_ps(_mm256_setzero_ps(), k, c, x, 4);
+        a0 = _mm256_fmadd_ps(_mm256_maskz_loadu_ps(k, v + q), xg, a0);
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    __m256 s = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+    t = _mm_add_ss(t, _mm_movehdup_ps(t));
+    return _mm_cvtss_f32(t);
 }
 
 static float bcsr_row_gemv(const sh_sparse_hdr *h, int64_t r, const float *x)
@@ -95,16 +109,50 @@ static float bcsr_row_gemv(const sh_sparse_hdr *h, int64_t r, const float *x)
     return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
 }
 
+/* popcount(m) values at v expanded to the set bits of m */
+static inline __m512 expand16(uint32_t m, const float *v)
+{
+    return _mm512_maskz_expandloadu_ps((__mmask16)m, v);
+}
+
 static inline __m512 nm_step(uint32_t m, const float *v, const float *x)
 {
-    __m512 w = _mm512_maskz_expandloadu_ps((__mmask16)m, v);
+    __m512 w = expand16(m, v);
     return _mm512_mul_ps(w, _mm512_loadu_ps(x));
 }
 
-static float nm_row_gemv(const uint16_t *bm, int64_t words, const float *v, const float *x)
+
+static float nm_rest(const uint16_t *bm, int64_t words, int64_t w, const float *v, const float *x);
+
+/* half: words [0, half) hold exactly 4 kept columns in every byte (2:4, 4:8
+ * away from the tail group): 16 values per 32 columns picked from x by one
+ * vpermt2ps with indices from sh_nm_pos4.  Other words: expand loads. */
+static float nm_row_gemv(const uint16_t *bm, int64_t words, int64_t half, const float *v, const float *x)
+{
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int64_t w = 0;
+    for (; w + 4 <= half; w += 4) {
+        uint64_t m = load64(bm + w);
+        uint64_t i0 = sh_nm_pos4[m & 0xff] | (uint64_t)(sh_nm_pos4[(m >> 8) & 0xff] + 0x08080808u) << 32;
+        uint64_t i1 = (sh_nm_pos4[(m >> 16) & 0xff] + 0x10101010u) | (uint64_t)(sh_nm_pos4[(m >> 24) & 0xff] + 0x18181818u) << 32;
+        uint64_t i2 = sh_nm_pos4[(m >> 32) & 0xff] | (uint64_t)(sh_nm_pos4[(m >> 40) & 0xff] + 0x08080808u) << 32;
+        uint64_t i3 = (sh_nm_pos4[(m >> 48) & 0xff] + 0x10101010u) | (uint64_t)(sh_nm_pos4[m >> 56] + 0x18181818u) << 32;
+        __m512i ia = _mm512_cvtepu8_epi32(_mm_set_epi64x((long long)i1, (long long)i0));
+        __m512i ib = _mm512_cvtepu8_epi32(_mm_set_epi64x((long long)i3, (long long)i2));
+        const float *xw = x + w * 16;
+        __m512 xa = _mm512_permutex2var_ps(_mm512_loadu_ps(xw), ia, _mm512_loadu_ps(xw + 16));
+        __m512 xb = _mm512_permutex2var_ps(_mm512_loadu_ps(xw + 32), ib, _mm512_loadu_ps(xw + 48));
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(v), xa, a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(v + 16), xb, a1);
+        v += 32;
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) + nm_rest(bm, words, w, v, x);
+}
+
+/* Words [w, words) of an nm row by expand loads (any n:m); v: their values. */
+static float nm_rest(const uint16_t *bm, int64_t words, int64_t w, const float *v, const float *x)
 {
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-    int64_t w = 0;
     for (; w + 4 <= words; w += 4) {
         uint64_t m = load64(bm + w);
         uint32_t m0 = (uint32_t)m & 0xffff, m1 = (uint32_t)(m >> 16) & 0xffff, m2 = (uint32_t)(m >> 32) & 0xffff,
@@ -112,10 +160,10 @@ static float nm_row_gemv(const uint16_t *bm, int64_t words, const float *v, cons
         int o1 = __builtin_popcount(m0), o2 = __builtin_popcount((uint32_t)m), o3 = __builtin_popcountll(m & 0xffffffffffffull),
             o4 = __builtin_popcountll(m);
         const float *xw = x + w * 16;
-        a0 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps((__mmask16)m0, v), _mm512_loadu_ps(xw), a0);
-        a1 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps((__mmask16)m1, v + o1), _mm512_loadu_ps(xw + 16), a1);
-        a2 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps((__mmask16)m2, v + o2), _mm512_loadu_ps(xw + 32), a2);
-        a3 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps((__mmask16)m3, v + o3), _mm512_loadu_ps(xw + 48), a3);
+        a0 = _mm512_fmadd_ps(expand16(m0, v), _mm512_loadu_ps(xw), a0);
+        a1 = _mm512_fmadd_ps(expand16(m1, v + o1), _mm512_loadu_ps(xw + 16), a1);
+        a2 = _mm512_fmadd_ps(expand16(m2, v + o2), _mm512_loadu_ps(xw + 32), a2);
+        a3 = _mm512_fmadd_ps(expand16(m3, v + o3), _mm512_loadu_ps(xw + 48), a3);
         v += o4;
     }
     for (; w < words; w++) {
@@ -135,22 +183,29 @@ static inline __attribute__((always_inline)) void batch_row(const float *xt, int
 {
     __m512 a[4][4];
     const int U = NC == 1 ? 4 : 2;
+    #pragma GCC unroll 8
     for (int u = 0; u < 4; u++)
+        #pragma GCC unroll 8
         for (int c = 0; c < 4; c++) a[u][c] = _mm512_setzero_ps();
     int64_t q = 0;
     for (; q + U <= cnt; q += U)
+        #pragma GCC unroll 8
         for (int u = 0; u < U; u++) {
             const float *xr = xt + (int64_t)(c16 ? c16[q + u] : c32[q + u]) * bp;
             __m512 w = _mm512_set1_ps(v[q + u]);
+            #pragma GCC unroll 8
             for (int c = 0; c < NC; c++) a[u][c] = _mm512_fmadd_ps(w, _mm512_loadu_ps(xr + 16 * c), a[u][c]);
         }
     for (; q < cnt; q++) {
         const float *xr = xt + (int64_t)(c16 ? c16[q] : c32[q]) * bp;
         __m512 w = _mm512_set1_ps(v[q]);
+        #pragma GCC unroll 8
         for (int c = 0; c < NC; c++) a[0][c] = _mm512_fmadd_ps(w, _mm512_loadu_ps(xr + 16 * c), a[0][c]);
     }
+    #pragma GCC unroll 8
     for (int c = 0; c < NC; c++) {
         __m512 s = a[0][c];
+        #pragma GCC unroll 8
         for (int u = 1; u < U; u++) s = _mm512_add_ps(s, a[u][c]);
         _mm512_storeu_ps(out + 16 * c, s);
     }
@@ -208,12 +263,15 @@ void sh_spmm_rows_avx512(const sh_spmm_job *j, int64_t r0, int64_t r1, void *tmp
     const uint32_t *i32 = h->idx_bytes == 4 ? sh_sp_idx(h) : NULL;
     int64_t words = sh_sp_words(h), per_row = h->kind == SH_SPK_NM ? sh_sp_nm_per_row(h->cols, h->n, h->m) : 0;
     const uint32_t *ptr = h->kind == SH_SPK_NM ? NULL : sh_sp_ptr(h);
+    /* nm with n = m/2, m <= 8: words made only of full groups keep 4 per byte */
+    int64_t half = sh_sp_nm_half(h);
     __attribute__((aligned(64))) float acc[64];
     for (int64_t r = r0; r < r1; r++) {
         float b0 = j->bias ? j->bias[r] : 0.0f;
         if (j->B == 1) {
             float s;
-            if (h->kind == SH_SPK_NM) s = nm_row_gemv((const uint16_t *)sh_sp_idx(h) + r * words, words, val + r * per_row, j->x);
+            if (h->kind == SH_SPK_NM)
+                s = nm_row_gemv((const uint16_t *)sh_sp_idx(h) + r * words, words, half, val + r * per_row, j->x);
             else if (h->kind == SH_SPK_CSR)
                 s = csr_row_gemv(i16 ? i16 + ptr[r] : NULL, i32 ? i32 + ptr[r] : NULL, val + ptr[r], ptr[r + 1] - ptr[r], j->x);
             else s = bcsr_row_gemv(h, r, j->x);

@@ -33,6 +33,7 @@ struct sh_program {
     size_t *buf_size;
     size_t arena, unplanned;
     void **state;           /* per node */
+    const sh_op_def **defs; /* per node: its op row (looked up once) */
     int64_t pos;
     uint64_t run_count;
     void *scratch;
@@ -100,7 +101,7 @@ static void free_state(sh_program *p)
     if (!p->state) return;
     for (int i = 0; i < p->g->n_nodes; i++) {
         if (!p->state[i]) continue;
-        const sh_op_def *d = sh_op_find(p->g->nodes[i].op);
+        const sh_op_def *d = p->defs[i];
         if (d && d->state_free) d->state_free(p->state[i]);
         else free(p->state[i]);
         p->state[i] = NULL;
@@ -113,6 +114,7 @@ void sh_program_free(sh_program *p)
     free_plan(p);
     free_state(p);
     free(p->state);
+    free(p->defs);
     free(p->scratch);
     free(p->req_grad);
     free(p);
@@ -137,7 +139,12 @@ int sh_program_new(sh_graph *g, const sh_run_opts *opts, sh_program **out, sh_er
 #endif
     }
     p->state = calloc((size_t)g->n_nodes + 1, sizeof(void *));
-    if (!p->state) {
+    p->defs = calloc((size_t)g->n_nodes + 1, sizeof(sh_op_def *));
+    if (p->defs)
+        for (int i = 0; i < g->n_nodes; i++) p->defs[i] = sh_op_find(g->nodes[i].op);
+    if (!p->state || !p->defs) {
+        free(p->defs);
+        free(p->state);
         free(p);
         return sh_err(err, SH_ENOMEM, "out of memory");
     }
@@ -196,7 +203,7 @@ static int plan_grads(sh_program *p, sh_error *err)
     if (!p->needs_grad || !p->grads || !p->params) return sh_err(err, SH_ENOMEM, "out of memory");
     for (int i = 0; i < g->n_nodes; i++) {
         const sh_node *n = &g->nodes[i];
-        const sh_op_def *d = sh_op_find(n->op);
+        const sh_op_def *d = p->defs[i];
         for (int j = 0; j < n->n_in; j++) {
             int v = n->in[j];
             if (v < 0 || !(d->param_inputs & (1u << j))) continue;
@@ -216,7 +223,7 @@ static int plan_grads(sh_program *p, sh_error *err)
         }
     for (int i = 0; i < g->n_nodes; i++) {
         const sh_node *n = &g->nodes[i];
-        const sh_op_def *d = sh_op_find(n->op);
+        const sh_op_def *d = p->defs[i];
         int any = 0;
         for (int j = 0; j < n->n_in; j++)
             if (n->in[j] >= 0 && !(d->nondiff_inputs & (1u << j)) && p->needs_grad[n->in[j]]) any = 1;
@@ -290,7 +297,7 @@ static int plan(sh_program *p, const sh_tensor *const *inputs, sh_error *err)
     /* inference + constant folding */
     for (int i = 0; i < nn; i++) {
         const sh_node *n = &g->nodes[i];
-        const sh_op_def *d = sh_op_find(n->op);
+        const sh_op_def *d = p->defs[i];
         const sh_tensor *in[32];
         sh_tensor *out[16];
         if (n->n_in > 32 || n->n_out > 16) {
@@ -480,7 +487,7 @@ int sh_program_run(sh_program *p, const sh_tensor *const *inputs, int n_inputs, 
         for (int j = 0; j < n->n_out; j++)
             if (n->out[j] >= 0 && p->kind[n->out[j]] == VK_ACT) skip = 0;
         if (skip) continue;
-        const sh_op_def *d = sh_op_find(n->op);
+        const sh_op_def *d = p->defs[i];
         const sh_tensor *in[32];
         sh_tensor *out[16];
         for (int j = 0; j < n->n_in; j++) in[j] = n->in[j] >= 0 ? p->vals[n->in[j]] : NULL;
@@ -555,7 +562,7 @@ int sh_program_backward(sh_program *p, const sh_tensor *const *douts, int n, sh_
     }
     for (int i = g->n_nodes - 1; i >= 0; i--) {
         const sh_node *nd = &g->nodes[i];
-        const sh_op_def *d = sh_op_find(nd->op);
+        const sh_op_def *d = p->defs[i];
         int has_dout = 0, wants = 0;
         for (int j = 0; j < nd->n_out; j++)
             if (nd->out[j] >= 0 && p->grads[nd->out[j]] && p->kind[nd->out[j]] == VK_ACT) has_dout = 1;

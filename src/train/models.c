@@ -174,19 +174,20 @@ static void cbr(mb *m, const char *pre, const char *in, const char *out, int cin
     }
 }
 
+/* A small ResNet-style CNN for 28x28: ~11 M multiply-adds per image
+ * (forward), so a Fashion-MNIST epoch trains in minutes on 2 cores. */
 static void build_cnn(mb *m)
 {
     cbr(m, "layer1", "input", "l1", 1, 32, 3, 1);     /* 32x28x28 */
-    cbr(m, "layer2", "l1", "l2", 32, 32, 3, 1);       /* 32x28x28 */
-    maxpool(m, "pool1", "l2", "p1", 2);                /* 32x14x14 */
-    cbr(m, "proj", "p1", "s", 32, 64, 1, 0);          /* 64x14x14 shortcut */
+    maxpool(m, "pool1", "l1", "p1", 2);                /* 32x14x14 */
+    cbr(m, "layer2", "p1", "l2", 32, 64, 3, 1);       /* 64x14x14 */
+    maxpool(m, "pool2", "l2", "s", 2);                 /* 64x7x7: block input */
     cbr(m, "res.a", "s", "ra", 64, 64, 3, 1);
     cbr(m, "res.b", "ra", "rb", 64, 64, 3, 0);
     const char *ai[2] = {"rb", "s"};
-    node(m, "Add", "res.add", 2, ai, "rs");
+    node(m, "Add", "res.add", 2, ai, "rs");            /* identity shortcut */
     unary(m, "Relu", "res.relu", "rs", "r");
-    maxpool(m, "pool2", "r", "p2", 2);                 /* 64x7x7 */
-    cbr(m, "layer4", "p2", "l4", 64, 128, 3, 1);      /* 128x7x7 */
+    cbr(m, "layer4", "r", "l4", 64, 128, 3, 1);       /* 128x7x7 */
     unary(m, "GlobalAveragePool", "gap", "l4", "g");   /* 128x1x1 */
     flatten(m, "flatten", "g", "f");
     linear(m, "fc", "f", "logits", 128, 10);

@@ -249,11 +249,14 @@ int sh_train(sh_graph *g, const sh_dataset *train, const sh_dataset *val, const 
                         o->checkpoint, (long long)pos.batch, (long long)pos.accum, (long long)B, (long long)A);
             goto out;
         }
-        if (!found) memset(&pos, 0, sizeof pos);
-    }
+        if (!found) {
+            memset(&pos, 0, sizeof pos);
+            pos.rng = o->seed;
+        }
+    } else
+        pos.rng = o->seed;
     pos.batch = B;
     pos.accum = A;
-    pos.rng = o->seed;
 
     /* batch buffers */
     if (!t.lm) {
@@ -293,7 +296,7 @@ int sh_train(sh_graph *g, const sh_dataset *train, const sh_dataset *val, const 
     int stop = step >= stop_at;
     int64_t epoch = pos.epoch;
     for (; epoch < o->epochs && !stop; epoch++) {
-        permutation(perm, t.items, o->seed, epoch);
+        permutation(perm, t.items, pos.rng, epoch); /* the checkpoint's seed on resume */
         int64_t mb = epoch == pos.epoch ? pos.micro : 0;
         loss_sum = 0;
         loss_n = 0;

@@ -67,7 +67,7 @@ def same_pads(insz, k, s, d, lower):
     return pads_b, pads_e
 
 
-def conv_case(name, xs, ws, bias=True, strides=None, pads=None, dil=None, group=1, auto_pad=None):
+def conv_case(name, xs, ws, bias=True, strides=None, pads=None, dil=None, group=1, auto_pad=None, relu=False):
     x, w = rnd(*xs), rnd(*ws) * 0.5
     b = rnd(ws[0]) if bias else None
     nsp = len(xs) - 2
@@ -98,6 +98,9 @@ def conv_case(name, xs, ws, bias=True, strides=None, pads=None, dil=None, group=
     xp = F.pad(x, tp)
     conv = F.conv1d if nsp == 1 else F.conv2d
     y = conv(xp, w, b, stride=s, dilation=d, groups=group)
+    if relu:  # shrink extension: activation fused into Conv
+        attrs["activation"] = "Relu"
+        y = F.relu(y)
     write(name, "Conv", [x, w] + ([b] if bias else []), [y], attrs)
 
 
@@ -123,6 +126,10 @@ conv_case("conv_direct_groups", [1, 8, 7, 6], [10, 4, 3, 3], group=2, pads=[1, 1
 conv_case("conv_direct_1d", [2, 6, 13], [5, 6, 5], pads=[2, 2])
 conv_case("conv_direct_5x5", [1, 4, 9, 9], [4, 4, 5, 5])
 conv_case("conv_direct_same", [1, 7, 5, 8], [9, 7, 3, 3], auto_pad="SAME_LOWER")
+conv_case("conv_relu_direct", [2, 4, 6, 7], [5, 4, 3, 3], pads=[1, 1, 1, 1], relu=True)
+conv_case("conv_relu_im2col", [1, 3, 7, 7], [4, 3, 3, 3], strides=[2, 2], pads=[1, 1, 1, 1], relu=True)
+conv_case("conv_relu_depthwise", [1, 3, 6, 6], [3, 1, 3, 3], group=3, pads=[1, 1, 1, 1], relu=True)
+conv_case("conv_relu_1x1", [2, 4, 3, 3], [5, 4, 1, 1], relu=True)
 
 # Gemm
 def gemm_case(name, a, b, c, alpha=1.0, beta=1.0, tA=0, tB=0):
