@@ -12,7 +12,7 @@ SAN      ?=
 CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
               -fPIC -fopenmp -Iinclude -Isrc -I$(BUILD)/gen \
               -I/usr/include/x86_64-linux-gnu/openblas-pthread
-CFLAGS  ?= $(OPT) -g
+CFLAGS  ?= $(OPT) -g -fvect-cost-model=dynamic
 ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) $(SAN)
 LDLIBS  = -lprotobuf-c -lopenblas -lz -lm -lpthread
 LDFLAGS += -fopenmp $(SAN)

@@ -36,7 +36,7 @@ echo "# model $M; REPS=$REPS runs x RUNS=$RUNS timed iterations each; times in m
 echo "name shrink peer ratio"
 for cfg in "1 1" "1 2" "64 2"; do
   set -- $cfg; batch=$1; th=$2
-  runs=$RUNS; [ "$batch" -gt 1 ] && runs=$((RUNS / 10 + 5))
+  runs=$RUNS; [ "$batch" -gt 1 ] && runs=$((RUNS / 20 + 5))
   s_list=""; p_list=""
   for r in $(seq "$REPS"); do
     s=$(env -u OPENBLAS_CORETYPE OMP_NUM_THREADS=$th "$BM" "$M" --threads "$th" --batch "$batch" --runs "$runs" --warmup 20 | ms_of)

@@ -192,7 +192,8 @@ int sh_sparse_get_info(const sh_tensor *t, sh_sparse_info *info, sh_error *err);
 /* Y[B, N] = X[B, K] * W^T (+ bias[N]) for a sparse W [N, K]; B >= 1 (fast
  * paths tuned for B = 1 and B <= 64).  path: 0 best for this CPU, 1 portable
  * C, 2 AVX2, 3 AVX-512 (SH_EUNSUPPORTED when the CPU lacks it).  nthreads 0:
- * OpenMP default.  ws: workspace of sh_spmm_workspace(w, B) bytes, or NULL to
+ * OpenMP default.  ws: 64-byte aligned workspace of at least
+ * sh_spmm_workspace(w, B, nthreads) bytes (same nthreads), or NULL to
  * allocate one per call. */
 size_t sh_spmm_workspace(const sh_tensor *w, int64_t B, int nthreads);
 int sh_spmm(const sh_tensor *w, const float *x, int64_t B, const float *bias, float *y,
@@ -304,6 +305,25 @@ int sh_graph_infer_shapes(sh_graph *g, const sh_tensor *const *inputs, sh_error 
 int64_t sh_graph_param_count(const sh_graph *g);
 int64_t sh_graph_param_bytes(const sh_graph *g);
 
+/* Inference rewrites, in place (src/graph/optimize.c).  Each returns SH_OK
+ * (also when nothing matched) and leaves graph inputs, outputs and their
+ * names as they were.
+ * fold_batchnorm: a BatchNormalization (inference: no training_mode, one
+ *   output) whose input comes from a Conv or Gemm (2-D output, transA=0) read
+ *   by nothing else, with f32 initializer weights, bias and BN parameters, is
+ *   folded into that producer's weight and bias (a bias is added when absent;
+ *   a weight shared with other nodes is copied first).
+ * fuse_activations: Relu after a Conv or Gemm read by nothing else becomes
+ *   that node's attribute activation="Relu" (a shrink extension that ONNX
+ *   Runtime does not read).
+ * remove_identities: Identity, and Dropout without training_mode and with
+ *   an unused mask, are removed.
+ * optimize: level 0 nothing; level >= 1 all of the above. */
+int sh_graph_fold_batchnorm(sh_graph *g, sh_error *err);
+int sh_graph_fuse_activations(sh_graph *g, sh_error *err);
+int sh_graph_remove_identities(sh_graph *g, sh_error *err);
+int sh_graph_optimize(sh_graph *g, int level, sh_error *err);
+
 /* ------------------------------------------------------------------------ */
 /* Runtime                                                                   */
 /* ------------------------------------------------------------------------ */
@@ -314,10 +334,17 @@ typedef struct sh_run_opts {
     int nthreads;       /* 0: all cores */
     int training;       /* keep activations, BN batch stats, dropout active */
     uint64_t seed;      /* dropout and other randomness */
+    int no_optimize;    /* inference: run g as it is (no sh_graph_optimize) */
 } sh_run_opts;
 
-/* Plan graph g (not copied; must outlive the program) into a program.
- * Shapes are re-planned automatically when input shapes change. */
+/* Plan graph g (must outlive the program) into a program.  Shapes are
+ * re-planned automatically when input shapes change.  Inference programs
+ * (training = 0, no_optimize = 0) run an optimized copy of g (see
+ * sh_graph_optimize; g itself is not changed): it shares g's weight memory
+ * except for weights folded with BatchNorm, which are re-derived at a run
+ * when g's BatchNorm parameters or (a sample of) the folded weights changed;
+ * after changing only a few weight elements call sh_program_sync_weights.
+ * sh_program_graph returns the graph that runs (the copy, if any). */
 int sh_program_new(sh_graph *g, const sh_run_opts *opts, sh_program **out, sh_error *err);
 void sh_program_free(sh_program *p);
 /* Run with inputs in graph-input order.  Output tensors are owned by the
@@ -354,6 +381,9 @@ int sh_program_num_params(const sh_program *p);
 int sh_program_param(sh_program *p, int i, int *value, sh_tensor **data, sh_tensor **grad);
 /* The graph the program runs. */
 sh_graph *sh_program_graph(sh_program *p);
+/* Re-derive an inference program's folded weights from its source graph
+ * (after the caller changed weights in place). */
+int sh_program_sync_weights(sh_program *p, sh_error *err);
 
 /* ------------------------------------------------------------------------ */
 /* I/O                                                                       */

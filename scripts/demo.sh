@@ -8,14 +8,14 @@
 #      batch-1 latency, batch-64 throughput
 #   4. with ../shared present: a story from stories260K (shrink generate)
 #   5. a results table
-# Knobs: SHRINK_DEMO_EPOCHS (default 2), SHRINK_DEMO_THREADS (default: all cores),
+# Knobs: SHRINK_DEMO_EPOCHS (default 1), SHRINK_DEMO_THREADS (default: all cores),
 # SHRINK_DEMO_OUT (default out).
 set -euo pipefail
 B=${1:-build}
 cd "$(dirname "$0")/.."
 SH=$PWD/$B/shrink
 OUT=${SHRINK_DEMO_OUT:-out}
-EPOCHS=${SHRINK_DEMO_EPOCHS:-2}
+EPOCHS=${SHRINK_DEMO_EPOCHS:-1}
 THREADS=${SHRINK_DEMO_THREADS:-$(nproc)}
 SHARED=${SHRINK_SHARED:-../shared}
 [ -x "$SH" ] || { echo "demo: $SH is not built (run make demo)" >&2; exit 1; }

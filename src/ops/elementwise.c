@@ -408,7 +408,37 @@ static int bin_bwd(sh_kctx *k, const sh_tensor *const *in, int n_in, const sh_te
     bcast_init(&bc, a, b, y);
     const float *pa = a->data, *pb = b->data, *py = y->data, *g = dout[0]->data;
     float *da = din[0] ? din[0]->data : NULL, *db = din[1] ? din[1]->data : NULL;
-    switch (bin_kind(k)) {
+    int64_t n = bc.n;
+    int kind = bin_kind(k);
+    if (sh_tensor_numel(a) == n && sh_tensor_numel(b) == n && kind != B_POW) { /* no broadcast */
+        float sgn = kind == B_SUB ? -1.0f : 1.0f;
+        if (da) {
+            if (kind == B_MUL) {
+#pragma omp simd
+                for (int64_t i = 0; i < n; i++) da[i] += g[i] * pb[i];
+            } else if (kind == B_DIV) {
+#pragma omp simd
+                for (int64_t i = 0; i < n; i++) da[i] += g[i] / pb[i];
+            } else {
+#pragma omp simd
+                for (int64_t i = 0; i < n; i++) da[i] += g[i];
+            }
+        }
+        if (db) {
+            if (kind == B_MUL) {
+#pragma omp simd
+                for (int64_t i = 0; i < n; i++) db[i] += g[i] * pa[i];
+            } else if (kind == B_DIV) {
+#pragma omp simd
+                for (int64_t i = 0; i < n; i++) db[i] -= g[i] * py[i] / pb[i];
+            } else {
+#pragma omp simd
+                for (int64_t i = 0; i < n; i++) db[i] += sgn * g[i];
+            }
+        }
+        return SH_OK;
+    }
+    switch (kind) {
     case B_ADD:
         if (da) BC_LOOP(bc, da[ia] += g[iy];)
         if (db) BC_LOOP(bc, db[ib] += g[iy];)

@@ -13,6 +13,7 @@ typedef struct gemm_geom {
     int64_t M, N, K;
     float alpha, beta;
     int64_t cm, cn; /* C's broadcast extent over M and N: 1 or M / N; 0: no C */
+    int relu;       /* activation="Relu" (shrink extension): y = max(gemm, 0) */
 } gemm_geom;
 
 static int gemm_setup(sh_kctx *k, const sh_tensor *const *in, int n_in, gemm_geom *g)
@@ -37,6 +38,10 @@ static int gemm_setup(sh_kctx *k, const sh_tensor *const *in, int n_in, gemm_geo
         return sh_op_err(k, SH_ESHAPE, "A %s (transA=%d) and B %s (transB=%d): inner dimensions %lld and %lld differ",
                          shs(A, b1, sizeof b1), g->tA, shs(B, b2, sizeof b2), g->tB, (long long)ka, (long long)kb);
     g->K = ka;
+    const char *act = sh_attr_string(k->node, "activation", "");
+    if (*act && strcmp(act, "Relu") != 0)
+        return sh_op_err(k, SH_EUNSUPPORTED, "activation '%s' (only Relu can be fused into Gemm)", act);
+    g->relu = *act != 0;
     g->cm = g->cn = 0;
     if (C) {
         /* unidirectional broadcast of C to [M, N] */
@@ -90,6 +95,11 @@ static int gemm_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor 
         beta = g.beta;
     }
     sh_sgemm(g.tA, g.tB, g.M, g.N, g.K, g.alpha, A, g.tA ? g.M : g.K, B, g.tB ? g.K : g.N, beta, Y, g.N);
+    if (g.relu) {
+        int64_t n = g.M * g.N;
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) Y[i] = Y[i] > 0.0f ? Y[i] : 0.0f;
+    }
     return SH_OK;
 }
 
@@ -102,6 +112,13 @@ static int gemm_bwd(sh_kctx *k, const sh_tensor *const *in, int n_in, const sh_t
     if (rc) return rc;
     const float *A = in[0]->data, *B = in[1]->data, *dY = dout[0]->data;
     int64_t M = g.M, N = g.N, K = g.K;
+    if (g.relu) { /* dY masked where the output was clamped */
+        float *m = sh_kctx_scratch(k, sizeof(float) * (size_t)(M * N + 1));
+        if (!m) return sh_op_err(k, SH_ENOMEM, "out of memory");
+        const float *y = out[0]->data;
+        for (int64_t i = 0; i < M * N; i++) m[i] = y[i] > 0.0f ? dY[i] : 0.0f;
+        dY = m;
+    }
     int64_t lda = g.tA ? M : K, ldb = g.tB ? K : N;
     if (din[0]) {
         float *dA = din[0]->data;

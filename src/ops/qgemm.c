@@ -232,7 +232,7 @@ int sh_qweight_new(const void *W, sh_format wf, int64_t N, int64_t K, int level,
         w->chunk = (asym ? 64 : 32) + (bits == 8 ? 512 : bits == 4 ? 256 : bits == 3 ? 192 : 128);
         int64_t ng = (N + 15) / 16;
         w->bytes = (size_t)(ng * nb * w->chunk);
-        w->data = aligned_alloc(64, w->bytes);
+        w->data = aligned_alloc(64, (w->bytes + 63) / 64 * 64);
         if (w->data)
             for (int64_t g = 0; g < ng; g++)
                 for (int64_t b = 0; b < nb; b++) pack_chunk(w, W, g, b, (uint8_t *)w->data + (g * nb + b) * w->chunk);

@@ -20,7 +20,7 @@
 #endif
 #define NP 4 /* panels of 16 per microkernel */
 #ifndef KC
-#define KC 256 /* k per block */
+#define KC 1024 /* k per block */
 #endif
 _Static_assert(NP * 16 == SH_QGEMM_NR_AVX512, "column block of the driver");
 
@@ -78,12 +78,6 @@ static inline __attribute__((always_inline)) void mk(const uint8_t *a, const int
         __m512i b2 = np > 2 ? _mm512_load_si512(p2 + g * 64) : b0;
         __m512i b3 = np > 3 ? _mm512_load_si512(p3 + g * 64) : b0;
         const uint8_t *ag = a + g * (MR * 4);
-#ifdef PF
-        _mm_prefetch((const char *)(b + (g + PF) * 64), _MM_HINT_T0);
-        if (np > 1) _mm_prefetch((const char *)(p1 + (g + PF) * 64), _MM_HINT_T0);
-        if (np > 2) _mm_prefetch((const char *)(p2 + (g + PF) * 64), _MM_HINT_T0);
-        if (np > 3) _mm_prefetch((const char *)(p3 + (g + PF) * 64), _MM_HINT_T0);
-#endif
         STEP(0) STEP(1) STEP(2) STEP(3) STEP(4) STEP(5) STEP(6) STEP(7)
     }
     STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7)
@@ -355,11 +349,11 @@ static inline __attribute__((always_inline)) void pk(const sh_qweight *w, int bi
         __m512 acc = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
         for (int64_t b = 0; b < nb; b++) {
             const uint8_t *ch = c + b * chunk, *codes = ch + hdr, *a = (const uint8_t *)xq[b].qs;
-            _mm_prefetch((const char *)ch + 8 * chunk, _MM_HINT_T0);
-            _mm_prefetch((const char *)ch + 8 * chunk + 64, _MM_HINT_T0);
-            _mm_prefetch((const char *)ch + 8 * chunk + 128, _MM_HINT_T0);
-            _mm_prefetch((const char *)ch + 8 * chunk + 192, _MM_HINT_T0);
-            if (chunk > 256) _mm_prefetch((const char *)ch + 8 * chunk + 256, _MM_HINT_T0);
+#ifndef GPF
+#define GPF 0 /* software prefetch distance in chunks: 0 (off) measured best; the hardware prefetcher follows the contiguous row-group stream */
+#endif
+            if (GPF) /* the next chunks (one row group streams contiguously) */
+                for (int64_t q = 0; q < chunk; q += 64) _mm_prefetch((const char *)ch + GPF * chunk + q, _MM_HINT_T0);
             __m512i d0 = _mm512_set1_epi32(ioff[b]), d1 = _mm512_setzero_si512();
 #define A4(j) _mm512_set1_epi32(LD4(a + 4 * (j)))
             if (bits == 8) {

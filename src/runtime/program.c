@@ -16,9 +16,12 @@
 #include "shrink.h"
 #include "../ops/ops.h"
 #include "runtime.h"
+#include "../graph/optimize.h"
 
 struct sh_program {
-    sh_graph *g;
+    sh_graph *g;            /* the graph that runs: src or an optimized copy */
+    sh_graph *src;          /* the caller's graph */
+    sh_opt_state *opt;      /* folded weights of the copy (NULL: g == src) */
     sh_run_opts opts;
     int planned;
     int n_in;
@@ -117,10 +120,19 @@ void sh_program_free(sh_program *p)
     free(p->defs);
     free(p->scratch);
     free(p->req_grad);
+    if (p->g != p->src) sh_graph_free(p->g);
+    sh_opt_state_free(p->opt);
     free(p);
 }
 
 sh_graph *sh_program_graph(sh_program *p) { return p->g; }
+
+int sh_program_sync_weights(sh_program *p, sh_error *err)
+{
+    (void)err;
+    if (p->opt) sh_opt_state_sync(p->opt, p->src, p->g, 1);
+    return SH_OK;
+}
 
 int sh_program_new(sh_graph *g, const sh_run_opts *opts, sh_program **out, sh_error *err)
 {
@@ -129,8 +141,17 @@ int sh_program_new(sh_graph *g, const sh_run_opts *opts, sh_program **out, sh_er
     if (rc) return rc;
     sh_program *p = calloc(1, sizeof *p);
     if (!p) return sh_err(err, SH_ENOMEM, "out of memory");
-    p->g = g;
+    p->g = p->src = g;
     if (opts) p->opts = *opts;
+    if (!p->opts.training && !p->opts.no_optimize) {
+        sh_graph *c = NULL;
+        rc = sh_graph_optimize_copy(g, 1, &c, &p->opt, err);
+        if (rc) {
+            free(p);
+            return rc;
+        }
+        if (c) p->g = g = c;
+    }
     if (p->opts.nthreads <= 0) {
 #ifdef _OPENMP
         p->opts.nthreads = omp_get_num_procs();
@@ -143,9 +164,7 @@ int sh_program_new(sh_graph *g, const sh_run_opts *opts, sh_program **out, sh_er
     if (p->defs)
         for (int i = 0; i < g->n_nodes; i++) p->defs[i] = sh_op_find(g->nodes[i].op);
     if (!p->state || !p->defs) {
-        free(p->defs);
-        free(p->state);
-        free(p);
+        sh_program_free(p);
         return sh_err(err, SH_ENOMEM, "out of memory");
     }
     if (g->n_inputs > 64) {
@@ -474,6 +493,7 @@ int sh_program_run(sh_program *p, const sh_tensor *const *inputs, int n_inputs, 
     for (int i = 0; i < n_inputs; i++)
         if (!inputs[i] || !inputs[i]->data)
             return sh_err(err, SH_EINVAL, "input %d ('%s') has no data", i, g->values[g->inputs[i]].name);
+    if (p->opt) sh_opt_state_sync(p->opt, p->src, p->g, 0);
     if (!p->planned || !same_inputs(p, inputs)) {
         int rc = plan(p, inputs, err);
         if (rc) return rc;
@@ -665,7 +685,8 @@ int sh_graph_infer_shapes(sh_graph *g, const sh_tensor *const *inputs, sh_error 
         use = tmp;
     }
     sh_program *p = NULL;
-    if (!rc) rc = sh_program_new(g, NULL, &p, err);
+    sh_run_opts ro = {.no_optimize = 1}; /* shapes go to g's own values */
+    if (!rc) rc = sh_program_new(g, &ro, &p, err);
     if (!rc) {
         p->opts.nthreads = 1;
         rc = plan(p, (const sh_tensor *const *)use, err);
