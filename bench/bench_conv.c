@@ -19,9 +19,12 @@ typedef struct layer {
 } layer;
 
 static const layer layers[] = {
-    {"cnn.layer1", 1, 32, 28, 3, 1, 1, 1},  {"cnn.layer2", 32, 32, 28, 3, 1, 1, 1},
-    {"cnn.proj1x1", 32, 64, 14, 1, 1, 0, 1}, {"cnn.res", 64, 64, 14, 3, 1, 1, 1},
-    {"cnn.layer4", 64, 128, 7, 3, 1, 1, 1},  {"lenet.conv1", 1, 6, 28, 5, 1, 2, 1},
+    /* the "cnn" built-in (src/train/models.c): layer1, layer2, res.a/res.b, layer4 */
+    {"cnn.layer1", 1, 32, 28, 3, 1, 1, 1},  {"cnn.layer2", 32, 64, 14, 3, 1, 1, 1},
+    {"cnn.res", 64, 64, 7, 3, 1, 1, 1},     {"cnn.layer4", 64, 128, 7, 3, 1, 1, 1},
+    /* other shapes: 28x28 3x3, 1x1 projection, 14x14 residual */
+    {"c28.3x3", 32, 32, 28, 3, 1, 1, 1},    {"proj1x1", 32, 64, 14, 1, 1, 0, 1},
+    {"c14.3x3", 64, 64, 14, 3, 1, 1, 1},    {"lenet.conv1", 1, 6, 28, 5, 1, 2, 1},
     {"lenet.conv2", 6, 16, 14, 5, 1, 0, 1},  {"dw3x3", 32, 32, 28, 3, 1, 1, 32},
     {"s2.3x3", 32, 64, 28, 3, 2, 1, 1},
 };

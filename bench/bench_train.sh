@@ -3,6 +3,9 @@
 # vs PyTorch (same model, batch 64, AdamW, 2 threads) on Fashion-MNIST.
 # Prints "name shrink peer ratio" (images/s, medians of 3 runs each, ratio =
 # shrink / peer), peers measured in the same run.
+#   REPS=N         runs per median (default 3)
+#   BENCH_ENV="K=V ..."  extra environment for both sides, e.g.
+#                  BENCH_ENV=OMP_WAIT_POLICY=passive on a busy machine
 set -u
 B=${1:-build}
 shift || true
@@ -18,12 +21,12 @@ echo "name shrink peer ratio"
 for m in $MODELS; do
   st=$(steps_for "$m")
   s=$(for r in $(seq "$REPS"); do
-        env -u OPENBLAS_CORETYPE OMP_NUM_THREADS=2 "$SHRINK" train "$m" --data fashion-mnist:train:20000 \
+        env -u OPENBLAS_CORETYPE OMP_NUM_THREADS=2 ${BENCH_ENV:-} "$SHRINK" train "$m" --data fashion-mnist:train:20000 \
           --batch $BATCH --threads 2 --max-steps "$st" --json -q |
           sed -E 's/.*"items_per_s": ([0-9.]+).*/\1/'
       done | median)
   p=$(for r in $(seq "$REPS"); do
-        env -u OPENBLAS_CORETYPE OMP_NUM_THREADS=2 "$PY" bench/train_torch.py "$m" "$st" $BATCH
+        env -u OPENBLAS_CORETYPE OMP_NUM_THREADS=2 ${BENCH_ENV:-} "$PY" bench/train_torch.py "$m" "$st" $BATCH
       done | median)
   ratio=$(awk -v a="$s" -v b="$p" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
   echo "train_${m}_b${BATCH}_t2 $s $p $ratio"

@@ -1,6 +1,7 @@
 /* run_model.c - the smallest useful program on libshrink: load a model, feed
- * it inputs (TensorProto .pb files, or random values of the model's input
- * shapes), run it and print the largest outputs.
+ * it inputs (TensorProto .pb files, or inputs of the model's declared shapes:
+ * random values for f32, zeros for integer inputs such as tokens), run it and
+ * print the largest values of each output.
  *
  *   make examples && build/run_model model.onnx [input_0.pb ...]
  *   cc run_model.c $(pkg-config --cflags --libs --static shrink)
@@ -60,7 +61,8 @@ int main(int argc, char **argv)
             }
         }
         char buf[128];
-        printf("input  %s %s (random)\n", v->name, sh_shape_str(nd, shape, buf, sizeof buf));
+        printf("input  %s %s (%s)\n", v->name, sh_shape_str(nd, shape, buf, sizeof buf),
+               v->fmt == SH_F32 ? "random" : "zeros");
     }
     sh_run_opts opts = {.nthreads = 0};
     if (sh_program_new(g, &opts, &p, &err) ||

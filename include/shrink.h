@@ -697,6 +697,93 @@ typedef struct sh_qlayout {
 } sh_qlayout;
 
 /* ------------------------------------------------------------------------ */
+/* Compression: pruning (src/compress/prune.c, structured.c)                */
+/* ------------------------------------------------------------------------ */
+
+/* Prunable layers: Conv, Gemm and MatMul nodes whose weight (input 1) is an
+ * f32 initializer.  A weight is seen as [out, in] (Conv: [Cout,
+ * Cin*kh*kw]; Gemm transB=0 and MatMul weights [K, N] transposed). */
+typedef enum sh_prune_method {
+    SH_PRUNE_L1 = 0,     /* |w| (a block / channel: sum of |w|)            */
+    SH_PRUNE_L2 = 1,     /* L2 norm of a block / channel (= |w| per weight) */
+    SH_PRUNE_TAYLOR = 2  /* sum over calibration batches of |w * dL/dw|     */
+} sh_prune_method;
+
+typedef struct sh_prune_opts {
+    int method;            /* sh_prune_method */
+    double ratio;          /* fraction to prune, in [0,1) (when threshold < 0);
+                              unstructured: the target fraction of zeros
+                              (zeros already there score 0 and count) */
+    double threshold;      /* >= 0: prune scores below it instead (set < 0 to use ratio) */
+    int global;            /* rank all selected layers together (PyTorch
+                              global_unstructured); else each layer alone */
+    int n, m;              /* m > 0: N:M semi-structured along the input
+                              dimension (keep the n largest of every m) */
+    int block;             /* unstructured: prune 1 x block groups along the
+                              input dimension (0 or 1: single weights) */
+    const char *include;   /* comma-separated node or weight names (NULL: all) */
+    const char *exclude;   /* comma-separated node or weight names to skip */
+    int skip_first, skip_last; /* leave the first / last prunable layer alone */
+    /* Taylor scores: cross-entropy on the first calib_batches batches of
+     * `batch` items of calib (images: labels; text: next tokens) */
+    const sh_dataset *calib;
+    int calib_batches;     /* 0: 4 */
+    int batch;             /* 0: 32 */
+    int seq_len;           /* text: tokens per row (0: 64) */
+    int nthreads;
+} sh_prune_opts;
+
+/* Defaults: L1, ratio 0.5, threshold -1, per layer, no N:M. */
+void sh_prune_opts_default(sh_prune_opts *o);
+
+typedef struct sh_prune_layer {
+    char name[128];        /* node name */
+    char weight[128];      /* weight initializer name */
+    char op[24];
+    int ndim_before, ndim_after;
+    int64_t shape_before[SH_MAX_DIMS], shape_after[SH_MAX_DIMS];
+    int64_t params_before, params_after;   /* weight (+ bias) elements */
+    int64_t zeros_before, zeros_after;     /* zero weight elements */
+    double sparsity_before, sparsity_after;/* zeros / weight elements */
+    int pruned;            /* 1 if this pass changed the layer */
+    char note[160];        /* why a layer was left alone (structured) */
+} sh_prune_layer;
+
+typedef struct sh_prune_report {
+    int n_layers;
+    sh_prune_layer *layers;
+    int64_t params_before, params_after;   /* sh_graph_param_count */
+    int64_t bytes_before, bytes_after;     /* sh_graph_param_bytes */
+    int64_t weights, zeros_before, zeros_after; /* over the layers' weights */
+} sh_prune_report;
+void sh_prune_report_free(sh_prune_report *r);
+
+/* Unstructured / block / N:M pruning: returns a copy of g (g is not changed)
+ * whose pruned weights are zero (pack them with sh_sparse_pack to store and
+ * run them sparse).  Ties are broken as torch.topk on the CPU does, so per
+ * layer and global L1 give PyTorch's masks (the count pruned is
+ * round-half-even(ratio * n) as in torch.nn.utils.prune).  rep may be NULL. */
+int sh_prune(const sh_graph *g, const sh_prune_opts *o, sh_graph **out, sh_prune_report *rep,
+             sh_error *err);
+
+/* Structured pruning with physical removal: output channels of Conv
+ * (filters) and output neurons of Gemm / MatMul are removed, and every
+ * consumer shrinks with them (BatchNormalization parameters, the next Conv's
+ * input channels (depthwise convs pass the removal on), Gemm columns after
+ * Flatten, a Reshape to [N, C*H*W] or GlobalAveragePool, constants of
+ * elementwise ops).  Producers that meet at an elementwise op (a residual
+ * Add; the SiluMul of a Llama FFN) are one channel group, ranked by the sum
+ * of their filters' norms.  o->ratio of each group's channels go (rounded half
+ * to even); method L1 / L2 / Taylor; o->global ranks all groups together by
+ * mean score per weight.  Layers whose channels reach a graph output or an
+ * op that cannot be propagated through are left alone (their note says why)
+ * unless named in o->include: then SH_EUNSUPPORTED.  Removing every channel
+ * of a group is SH_EINVAL.  Returns a new graph (checked, shapes inferred);
+ * g is not changed. */
+int sh_prune_channels(const sh_graph *g, const sh_prune_opts *o, sh_graph **out, sh_prune_report *rep,
+                      sh_error *err);
+
+/* ------------------------------------------------------------------------ */
 /* Utilities                                                                 */
 /* ------------------------------------------------------------------------ */
 

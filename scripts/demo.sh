@@ -9,7 +9,8 @@
 #   4. with ../shared present: a story from stories260K (shrink generate)
 #   5. a results table
 # Knobs: SHRINK_DEMO_EPOCHS (default 1), SHRINK_DEMO_THREADS (default: all cores),
-# SHRINK_DEMO_OUT (default out).
+# SHRINK_DEMO_OUT (default out), SHRINK_DEMO_TRAIN (training data spec, default
+# fashion-mnist:train; e.g. fashion-mnist:train,n=5000 for a quick look).
 set -euo pipefail
 B=${1:-build}
 cd "$(dirname "$0")/.."
@@ -17,6 +18,7 @@ SH=$PWD/$B/shrink
 OUT=${SHRINK_DEMO_OUT:-out}
 EPOCHS=${SHRINK_DEMO_EPOCHS:-1}
 THREADS=${SHRINK_DEMO_THREADS:-$(nproc)}
+TRAIN=${SHRINK_DEMO_TRAIN:-fashion-mnist:train}
 SHARED=${SHRINK_SHARED:-../shared}
 [ -x "$SH" ] || { echo "demo: $SH is not built (run make demo)" >&2; exit 1; }
 mkdir -p "$OUT"
@@ -28,7 +30,7 @@ run() { printf '$ %s\n' "$*"; "$@"; }
 
 banner "1. train the small CNN on Fashion-MNIST ($EPOCHS epochs, $THREADS threads)"
 t0=$(date +%s)
-run "$SH" train cnn --data fashion-mnist:train --epochs "$EPOCHS" --threads "$THREADS" \
+run "$SH" train cnn --data "$TRAIN" --epochs "$EPOCHS" --threads "$THREADS" \
     --optimizer adamw --lr 0.004 --weight-decay 0.01 --schedule onecycle -o "$OUT/cnn.onnx"
 train_s=$(( $(date +%s) - t0 ))
 

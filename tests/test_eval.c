@@ -123,3 +123,36 @@ TEST(eval_errors)
     toy_free(d);
     sh_graph_free(g);
 }
+
+TEST(eval_lm_delegates)
+{
+    /* a tiny random Llama and a token data set of two documents: sh_eval_ex
+     * gives the same NLL as sh_eval_lm_ex and a token latency when asked */
+    sh_error err = {0};
+    sh_llama_config cfg = {.dim = 16, .hidden_dim = 32, .n_layers = 1, .n_heads = 2, .n_kv_heads = 2,
+                           .vocab_size = 20, .seq_len = 8, .shared_classifier = 1};
+    sh_graph *g = NULL;
+    CHECK_OK(sh_llama_build(&cfg, 3, &g, &err), &err);
+    if (!g) return;
+    sh_dataset d = {0};
+    int32_t toks[12] = {1, 5, 7, 9, 3, 2, 1, 4, 4, 8, 19, 0};
+    int64_t off[3] = {0, 6, 12};
+    d.kind = 2;
+    d.n = 12;
+    d.tokens = toks;
+    d.vocab = 20;
+    d.n_docs = 2;
+    d.doc_off = off;
+    sh_eval_report a, b;
+    sh_eval_opts o = {.nthreads = 1, .measure_speed = 1, .max_seconds = 0.05, .min_runs = 3};
+    CHECK_OK(sh_eval_ex(g, &d, &o, &a, &err), &err);
+    o.measure_speed = 0;
+    CHECK_OK(sh_eval_lm_ex(g, &d, &o, &b, &err), &err);
+    CHECK(a.kind == 2 && a.n == 10 && b.n == 10);
+    CHECK_NEAR(a.nll, b.nll, 1e-9);
+    CHECK_NEAR(a.ppl, exp(a.nll), 1e-9 * a.ppl);
+    CHECK(a.nll > 0 && a.nll < 10);
+    CHECK(a.latency_ms_b1 > 0 && a.latency_runs >= 3);
+    CHECK(a.params == sh_graph_param_count(g));
+    sh_graph_free(g);
+}

@@ -256,3 +256,19 @@ TEST(qgemm_lowbit_threads_same)
     free(wf);
     free(w);
 }
+
+TEST(qgemm_compute_traits)
+{
+    sh_format fs[] = {SH_Q4_0, SH_Q4_1, SH_Q8_0, SH_Q3_0, SH_Q2_1, SH_LOG4};
+    int bits[] = {4, 4, 8, 3, 2, 4};
+    for (int i = 0; i < 6; i++) {
+        const sh_qcompute *c = sh_qcompute_get(fs[i]);
+        CHECK(c && c->vec_dot_type == SH_Q8_0 && c->bits == bits[i]);
+        /* the offset agrees with the block unpacker of the storage row */
+        unsigned char blk[64] = {0};
+        uint8_t u[32];
+        float d, m;
+        CHECK(c && sh_qblock_unpack(fs[i], blk, u, &d, &m) == c->off);
+    }
+    CHECK(sh_qcompute_get(SH_F32) == NULL && sh_qcompute_get(SH_I8) == NULL);
+}

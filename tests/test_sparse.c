@@ -282,6 +282,10 @@ static void bad_nnz(sh_sparse_hdr *h) { h->nnz += 1; }
 static void bad_rows(sh_sparse_hdr *h) { h->rows = -5; }
 static void bad_off(sh_sparse_hdr *h) { h->off_val += 64; }
 static void nm_extra_bit(sh_sparse_hdr *h) { ((uint16_t *)((char *)h + h->off_idx))[0] |= 0xffff; }
+static uint32_t *codes_of(sh_sparse_hdr *h) { return (uint32_t *)((char *)h + h->off_idx); }
+static void nm24_not_increasing(sh_sparse_hdr *h) { codes_of(h)[0] = 0; }
+static void nm24_past_cols(sh_sparse_hdr *h) { codes_of(h)[1] |= 3u << 10; } /* value 21: column 40 + 3 of 42 */
+static void nm24_pad_bits(sh_sparse_hdr *h) { codes_of(h)[1] |= 1u << 31; }  /* 22 values: word 1 uses 6 codes */
 static void nm_past_cols(sh_sparse_hdr *h)
 {
     int64_t words = sh_sp_words(h);
@@ -293,9 +297,15 @@ TEST(sparse_validate_rejects_corruption)
     uint64_t s = 5;
     sh_error err = {0};
     float *w = rand_matrix(16, 40, 0.5, &s);
-    sh_tensor *csr = NULL, *nm = NULL;
+    sh_tensor *csr = NULL, *nm = NULL, *nm24 = NULL;
     CHECK_OK(sh_sparse_pack(SH_CSR, w, 16, 40, NULL, &csr, &err), &err);
-    CHECK_OK(sh_sparse_pack(SH_NM, w, 16, 40, &(sh_sparse_opts){.enforce = 1}, &nm, &err), &err);
+    CHECK_OK(sh_sparse_pack(SH_NM, w, 16, 40, &(sh_sparse_opts){.n = 4, .m = 8, .enforce = 1}, &nm, &err), &err);
+    float *w42 = rand_matrix(16, 42, 0.5, &s);
+    CHECK_OK(sh_sparse_pack(SH_NM, w42, 16, 42, &(sh_sparse_opts){.enforce = 1}, &nm24, &err), &err);
+    CHECK(((sh_sparse_hdr *)nm24->data)->bw == 2); /* 2:4 uses 2-bit codes */
+    expect_corrupt(nm24, nm24_not_increasing, "2:4 codes not increasing", "not increasing");
+    expect_corrupt(nm24, nm24_past_cols, "2:4 code past cols", "past column");
+    expect_corrupt(nm24, nm24_pad_bits, "2:4 padding codes", "codes past");
     expect_corrupt(csr, bad_col, "column out of range", "out of range");
     expect_corrupt(csr, dup_col, "repeated column", "not increasing");
     expect_corrupt(csr, bad_ptr, "row pointer", "row pointers");
@@ -313,10 +323,10 @@ TEST(sparse_validate_rejects_corruption)
 
     /* random byte flips: validation either accepts (and the kernels then run
      * in bounds, checked under ASan) or says SH_EFORMAT; never crashes */
-    sh_tensor *ts[2] = {csr, nm};
+    sh_tensor *ts[3] = {csr, nm, nm24};
     int accepted = 0, rejected = 0;
     for (int it = 0; it < 400; it++) {
-        const sh_tensor *t = ts[it & 1];
+        const sh_tensor *t = ts[it % 3];
         sh_sparse_hdr *h = aligned_alloc(64, (t->nbytes + 63) / 64 * 64);
         memcpy(h, t->data, t->nbytes);
         for (int f = 0; f < 1 + (int)(rng_next(&s) % 3); f++) {
@@ -362,5 +372,7 @@ TEST(sparse_validate_rejects_corruption)
     free(mis);
     sh_tensor_free(csr);
     sh_tensor_free(nm);
+    sh_tensor_free(nm24);
+    free(w42);
     free(w);
 }

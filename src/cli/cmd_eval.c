@@ -13,7 +13,8 @@ static const char *usage_text =
     "\n"
     "Evaluate MODEL (.onnx or llama2.c .bin) on a data set: top-1 accuracy for\n"
     "image classifiers, NLL (nats/token) and perplexity for language models;\n"
-    "parameters, file size, batch-1 median latency and batch-64 throughput.\n"
+    "parameters, file size, batch-1 median latency and batch-64 throughput\n"
+    "(language models: latency of one token, throughput in tokens/s of the NLL pass).\n"
     "\n"
     "Options:\n"
     "  --data SPEC       data set (required): fashion-mnist:test, fashion-mnist:train,\n"
@@ -21,7 +22,8 @@ static const char *usage_text =
     "  --tokenizer TOK   tokenizer (llama2.c tok*.bin) for a text: data set\n"
     "  --threads N       threads (default: all cores)\n"
     "  --batch N         items per inference batch for accuracy (default 64)\n"
-    "  --limit N         evaluate only the first N items\n"
+    "  --limit N         evaluate only the first N items (images, or scored tokens)\n"
+    "  --seq-len N       language models: context window (default: the model's)\n"
     "  --no-speed        skip the latency / throughput measurement\n"
     "  --json            one JSON object on stdout instead of a table\n"
     "  -q, --quiet       no progress lines\n"
@@ -55,7 +57,7 @@ int cmd_eval(int argc, char **argv)
 {
     const char *path = NULL, *spec = NULL, *tok = NULL, *v;
     int json = 0, speed = 1, quiet = 0;
-    int64_t threads = 0, batch = 64, limit = 0;
+    int64_t threads = 0, batch = 64, limit = 0, seq_len = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (cli_is_help(a)) {
@@ -74,6 +76,8 @@ int cmd_eval(int argc, char **argv)
             if (!(v = cli_arg("eval", argc, argv, &i)) || cli_int("eval", a, v, 1, 1 << 20, &batch)) return EXIT_USAGE;
         } else if (strcmp(a, "--limit") == 0) {
             if (!(v = cli_arg("eval", argc, argv, &i)) || cli_int("eval", a, v, 1, INT64_MAX, &limit)) return EXIT_USAGE;
+        } else if (strcmp(a, "--seq-len") == 0) {
+            if (!(v = cli_arg("eval", argc, argv, &i)) || cli_int("eval", a, v, 2, 1 << 20, &seq_len)) return EXIT_USAGE;
         } else if (a[0] == '-' && a[1]) return cli_usage("eval", "unknown option '%s'", a);
         else if (!path) path = a;
         else return cli_usage("eval", "unexpected argument '%s' (one MODEL only)", a);
@@ -116,6 +120,7 @@ int cmd_eval(int argc, char **argv)
                       .measure_speed = speed,
                       .batch = (int)batch,
                       .limit = limit,
+                      .seq_len = (int)seq_len,
                       .progress = progress_cb,
                       .progress_ctx = &prog};
     sh_eval_report r;

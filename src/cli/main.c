@@ -15,6 +15,7 @@ static const struct {
     {"generate", cmd_generate, "generate text with a Llama-style model"},
     {"convert", cmd_convert, "convert between ONNX and llama2.c formats"},
     {"run", cmd_run, "run a model on TensorProto inputs, write outputs"},
+    {"prune", cmd_prune, "prune weights (unstructured, N:M) or remove channels"},
 };
 
 static void usage(FILE *f)

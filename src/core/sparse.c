@@ -37,7 +37,8 @@ static void layout(sh_sparse_hdr *h)
     if (h->kind == SH_SPK_NM) {
         h->off_ptr = 0;
         h->off_idx = HDR_BYTES;
-        h->off_val = align_up(h->off_idx + rows * (uint64_t)sh_sp_words(h) * 2);
+        uint64_t per = sh_sp_nm_codes(h) ? (uint64_t)sh_sp_words32(h) * 4 : (uint64_t)sh_sp_words(h) * 2;
+        h->off_val = align_up(h->off_idx + rows * per);
     } else {
         uint64_t nblk = nnz / h->bw;
         h->off_ptr = HDR_BYTES;
@@ -121,8 +122,9 @@ int sh_sparse_pack(sh_format fmt, const float *w, int64_t rows, int64_t cols, co
         if (!m_ok(m) || n < 1 || n > m)
             return sh_err(err, SH_EINVAL, "sparse pack (nm): %d:%d unsupported (m must be 2, 4, 8 or 16 and 1 <= n <= m)", n, m);
         p.kind = SH_SPK_NM;
-        p.idx_bytes = 2;
-        p.bw = 16;
+        int codes = n == 2 && m == 4;
+        p.idx_bytes = codes ? 4 : 2;
+        p.bw = codes ? 2 : 16;
         p.n = (uint8_t)n;
         p.m = (uint8_t)m;
         int64_t per_row = sh_sp_nm_per_row(cols, n, m);
@@ -145,7 +147,8 @@ int sh_sparse_pack(sh_format fmt, const float *w, int64_t rows, int64_t cols, co
         if (!h) return err ? err->code : SH_ENOMEM;
         uint16_t *bm = (uint16_t *)((char *)h + h->off_idx);
         float *val = (float *)((char *)h + h->off_val);
-        int64_t words = sh_sp_words(h);
+        int64_t words = sh_sp_words(h), words32 = sh_sp_words32(h);
+        uint32_t *cw = (uint32_t *)bm;
         unsigned char keep[16];
         for (int64_t r = 0; r < rows; r++) {
             const float *wr = w + r * cols;
@@ -157,7 +160,8 @@ int sh_sparse_pack(sh_format fmt, const float *w, int64_t rows, int64_t cols, co
                 for (int i = 0; i < len; i++)
                     if (keep[i]) {
                         int64_t c = c0 + i;
-                        bm[r * words + c / 16] |= (uint16_t)(1u << (c % 16));
+                        if (h->bw == 2) cw[r * words32 + q / 16] |= (uint32_t)i << (2 * (q % 16));
+                        else bm[r * words + c / 16] |= (uint16_t)(1u << (c % 16));
                         vr[q++] = wr[c];
                     }
             }
@@ -228,6 +232,14 @@ static void unpack_into(const sh_sparse_hdr *h, float *dst, int64_t n)
     if (h->kind == SH_SPK_NM) {
         int64_t words = sh_sp_words(h), per_row = sh_sp_nm_per_row(cols, h->n, h->m);
         const uint16_t *bm = sh_sp_idx(h);
+        if (sh_sp_nm_codes(h)) {
+            for (int64_t r = 0; r < h->rows && r * cols < n; r++)
+                for (int64_t j = 0; j < per_row; j++) {
+                    int64_t c = 4 * (j / 2) + sh_sp_code((const uint32_t *)bm + r * sh_sp_words32(h), j), e = r * cols + c;
+                    if (c < cols && e < n) dst[e] = val[r * per_row + j];
+                }
+            return;
+        }
         for (int64_t r = 0; r < h->rows && r * cols < n; r++) {
             int64_t q = 0;
             for (int64_t wd = 0; wd < words; wd++)
@@ -291,7 +303,8 @@ int sh_sparse_validate(const void *data, size_t nbytes, sh_format *fmt, sh_error
         return BAD("%s: dims [%lld,%lld] out of range", fname, (long long)h->rows, (long long)h->cols);
     sh_sparse_hdr e = *h;
     if (h->kind == SH_SPK_NM) {
-        if (!m_ok(h->m) || h->n < 1 || h->n > h->m || h->idx_bytes != 2 || h->bw != 16)
+        int codes = h->n == 2 && h->m == 4;
+        if (!m_ok(h->m) || h->n < 1 || h->n > h->m || h->idx_bytes != (codes ? 4 : 2) || h->bw != (codes ? 2 : 16))
             return BAD("nm: %u:%u, index bytes %u, word %u unsupported", h->n, h->m, h->idx_bytes, h->bw);
         if (h->nnz != h->rows * sh_sp_nm_per_row(h->cols, h->n, h->m))
             return BAD("nm %u:%u [%lld,%lld]: %lld values, expected %lld", h->n, h->m, (long long)h->rows,
@@ -314,7 +327,23 @@ int sh_sparse_validate(const void *data, size_t nbytes, sh_format *fmt, sh_error
         return BAD("%s [%lld,%lld]: header says %llu bytes, buffer holds %zu", fname, (long long)h->rows,
                    (long long)h->cols, (unsigned long long)h->total, nbytes);
     const float *val = sh_sp_val(h);
-    if (h->kind == SH_SPK_NM) {
+    if (sh_sp_nm_codes(h)) {
+        int64_t w32 = sh_sp_words32(h), per_row = sh_sp_nm_per_row(h->cols, 2, 4);
+        for (int64_t r = 0; r < h->rows; r++) {
+            const uint32_t *cr = (const uint32_t *)sh_sp_idx(h) + r * w32;
+            for (int64_t j = 0; j < per_row; j++) {
+                int64_t c0 = 4 * (j / 2), c = c0 + sh_sp_code(cr, j);
+                if (c >= h->cols)
+                    return BAD("nm 2:4: row %lld value %lld at column %lld, past column %lld", (long long)r, (long long)j,
+                               (long long)c, (long long)h->cols - 1);
+                if ((j & 1) && c <= c0 + (int64_t)sh_sp_code(cr, j - 1))
+                    return BAD("nm 2:4: row %lld columns %lld..%lld: codes not increasing", (long long)r, (long long)c0,
+                               (long long)c0 + 3);
+            }
+            if (per_row % 16 && cr[w32 - 1] >> (2 * (per_row % 16)))
+                return BAD("nm 2:4: row %lld has codes past its %lld values", (long long)r, (long long)per_row);
+        }
+    } else if (h->kind == SH_SPK_NM) {
         const uint16_t *bm = sh_sp_idx(h);
         int64_t words = sh_sp_words(h);
         int n = h->n, m = h->m;

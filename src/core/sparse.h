@@ -16,8 +16,13 @@
  *          bit (c % 16) of word c / 16 set when column c is kept.  Every full
  *          group keeps exactly n columns and the short tail group min(n, its
  *          width), so every row holds the same number of values `per_row`;
- *          val f32[rows * per_row] in column order.  For 2:4 and 4:8 this is 2
- *          bits of index per kept value.  Bits past cols are 0.
+ *          val f32[rows * per_row] in column order.  For 4:8 this is 2 bits
+ *          of index per kept value.  Bits past cols are 0.
+ *          2:4 instead stores 2-bit codes (bw = 2, idx_bytes = 4): kept value
+ *          j of a row sits at column 4*(j/2) + code_j, code_j being bits
+ *          2*(j%16)..+1 of u32 word j/16 of the row (words32 = ceil(per_row/16)
+ *          per row, unused bits 0, the codes of a group increase): also 2
+ *          bits per kept value, decoded by a shift, a mask and an add.
  */
 #ifndef SH_SPARSE_H
 #define SH_SPARSE_H
@@ -40,8 +45,8 @@ typedef struct sh_sparse_hdr {
     uint8_t vfmt;       /* SH_SPV_* */
     int64_t rows, cols; /* N out, K in */
     int64_t nnz;        /* stored values (csr: nnz; bcsr: blocks * bw; nm: rows * per_row) */
-    uint8_t idx_bytes;  /* csr/bcsr: 2 or 4; nm: 2 (bitmap words) */
-    uint8_t bw;         /* bcsr block width (1 for csr, 16 for nm words) */
+    uint8_t idx_bytes;  /* csr/bcsr: 2 or 4; nm: 2 (bitmap words), 4 (2:4 codes) */
+    uint8_t bw;         /* bcsr block width (1 for csr; nm: 16 bitmap, 2 codes) */
     uint8_t n, m;       /* nm: keep n of m */
     uint32_t reserved;
     uint64_t off_ptr;   /* 0 when absent (nm) */
@@ -65,6 +70,10 @@ static inline const float *sh_sp_val(const sh_sparse_hdr *h)
 /* nm: u16 bitmap words per row, values per row */
 static inline int64_t sh_sp_words(const sh_sparse_hdr *h) { return (h->cols + 15) / 16; }
 int64_t sh_sp_nm_per_row(int64_t cols, int n, int m);
+/* nm stored as 2-bit codes (2:4), and its u32 code words per row */
+static inline int sh_sp_nm_codes(const sh_sparse_hdr *h) { return h->kind == SH_SPK_NM && h->bw == 2; }
+static inline int64_t sh_sp_words32(const sh_sparse_hdr *h) { return (sh_sp_nm_per_row(h->cols, h->n, h->m) + 15) / 16; }
+static inline uint32_t sh_sp_code(const uint32_t *row_codes, int64_t j) { return (row_codes[j / 16] >> (2 * (j % 16))) & 3; }
 /* sh_nm_pos4[b]: positions (one per byte, lowest first) of the first 4 set
  * bits of byte b: the kept columns of a 2:4 / 4:8 bitmap byte. */
 extern const uint32_t sh_nm_pos4[256];
@@ -72,7 +81,7 @@ extern const uint32_t sh_nm_pos4[256];
  * m <= 8, away from the short tail group); 0 otherwise. */
 static inline int64_t sh_sp_nm_half(const sh_sparse_hdr *h)
 {
-    return h->kind == SH_SPK_NM && h->m <= 8 && h->n * 2 == h->m ? h->cols / h->m * h->m / 16 : 0;
+    return h->kind == SH_SPK_NM && h->bw == 16 && h->m <= 8 && h->n * 2 == h->m ? h->cols / h->m * h->m / 16 : 0;
 }
 /* Format-table to_f32 of the sparse rows: unpacks the first n elements. */
 void sh_sparse_to_f32(const void *src, float *dst, int64_t n);

@@ -3,6 +3,7 @@
  * convolutions; backward via col2im.  Also the window geometry shared with
  * the pooling ops. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -454,6 +455,268 @@ static void conv_direct_image(const conv_geom *g, const float *x, const float *w
 }
 #endif
 
+/* ---- direct kernel over output channels (AVX-512) ----------------------
+ * For Mg >= 16: weights packed once per node as wp[g][block][Cg*kh*kw][16*MB]
+ * (kept in the node's state, re-packed when the weight changes: pointer,
+ * shape and a checksum of every word).  A register tile is 16*MB output
+ * channels x NP (<= 12) consecutive output positions of one output row; each
+ * tap loads MB weight vectors and broadcasts NP input values of the
+ * zero-padded input xp [Cg][Hp][Wp] (stride SW).  Computes exactly the OH*OW
+ * outputs (no padding columns), any stride 1 / 2, dilation, bias and Relu
+ * in registers.  Tiles go to tmp [NP][16*MB] and are scattered into NCHW. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define SH_CONV_OC 1
+#define OC_MAXP 12
+
+typedef struct oc_pack {
+    const void *src;     /* weight the pack was made from */
+    int64_t M, Kc, G, MB;
+    uint32_t sum;
+    float *wp;
+} oc_pack;
+
+static void oc_pack_free(void *st)
+{
+    oc_pack *p = st;
+    if (!p) return;
+    free(p->wp);
+    free(p);
+}
+
+/* Checksum of a weight: every word of small weights, 512 words spread over
+ * large ones (reading all of a large weight at every run would cost more
+ * cache than the convolution can spare).  Training and BN re-folding change
+ * every word; a caller that edits a few elements of a large weight in place
+ * makes a new program (or changes the data pointer). */
+static uint32_t oc_checksum(const float *w, int64_t n)
+{
+    const uint32_t *u = (const uint32_t *)w;
+    uint32_t s = (uint32_t)n;
+    if (n <= 4096) {
+        for (int64_t i = 0; i < n; i++) s = (s ^ u[i]) * 0x9E3779B1u + (uint32_t)i;
+        return s;
+    }
+    for (int64_t k = 0; k < 512; k++) {
+        int64_t i = k * (n / 512) + (k * 7919) % (n / 512);
+        s = (s ^ u[i]) * 0x9E3779B1u + (uint32_t)k;
+    }
+    return s ^ u[n - 1];
+}
+
+#define OC_TILE_DEF(MB, SW, NP)                                                                                       \
+    __attribute__((target("avx512f"))) static void oc_tile_##MB##_##SW##_##NP(                                     \
+        const float *xs, int64_t plane, int64_t Cg, const int64_t *offs, int ntap, const float *wp,                 \
+        const float *bias, int relu, float *yo, int64_t ldo, int64_t mend)                                         \
+    {                                                                                                               \
+        __m512 acc[MB][NP];                                                                                         \
+        _Pragma("GCC unroll 4") for (int v = 0; v < MB; v++) {                                                      \
+            __m512 b = bias ? _mm512_loadu_ps(bias + 16 * v) : _mm512_setzero_ps();                                 \
+            _Pragma("GCC unroll 12") for (int p = 0; p < NP; p++) acc[v][p] = b;                                    \
+        }                                                                                                           \
+        for (int64_t c = 0; c < Cg; c++) {                                                                          \
+            const float *xc = xs + c * plane;                                                                       \
+            for (int t = 0; t < ntap; t++) {                                                                        \
+                const float *xt = xc + offs[t];                                                                     \
+                __m512 w[MB];                                                                                       \
+                _Pragma("GCC unroll 4") for (int v = 0; v < MB; v++) w[v] = _mm512_loadu_ps(wp + 16 * v);           \
+                wp += 16 * MB;                                                                                      \
+                _Pragma("GCC unroll 12") for (int p = 0; p < NP; p++) {                                             \
+                    __m512 xv = _mm512_set1_ps(xt[p * SW]);                                                         \
+                    _Pragma("GCC unroll 4") for (int v = 0; v < MB; v++) acc[v][p] =                                \
+                        _mm512_fmadd_ps(w[v], xv, acc[v][p]);                                                       \
+                }                                                                                                   \
+            }                                                                                                       \
+        }                                                                                                           \
+        __m512 z = _mm512_setzero_ps();                                                                             \
+        __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),   \
+                                         _mm512_set1_epi32((int)ldo));                                              \
+        _Pragma("GCC unroll 4") for (int v = 0; v < MB; v++) {                                                      \
+            int64_t left = mend - 16 * v;                                                                           \
+            __mmask16 mk = left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);          \
+            float *yv = yo + 16 * v * ldo;                                                                          \
+            _Pragma("GCC unroll 12") for (int p = 0; p < NP; p++)                                                   \
+                _mm512_mask_i32scatter_ps(yv + p, mk, idx, relu ? _mm512_max_ps(acc[v][p], z) : acc[v][p], 4);      \
+        }                                                                                                           \
+    }
+#define OC_TILES(MB, SW)                                                                                              \
+    OC_TILE_DEF(MB, SW, 1) OC_TILE_DEF(MB, SW, 2) OC_TILE_DEF(MB, SW, 3) OC_TILE_DEF(MB, SW, 4)                      \
+    OC_TILE_DEF(MB, SW, 5) OC_TILE_DEF(MB, SW, 6) OC_TILE_DEF(MB, SW, 7) OC_TILE_DEF(MB, SW, 8)                      \
+    OC_TILE_DEF(MB, SW, 9) OC_TILE_DEF(MB, SW, 10) OC_TILE_DEF(MB, SW, 11) OC_TILE_DEF(MB, SW, 12)
+OC_TILES(1, 1)
+OC_TILES(1, 2)
+OC_TILES(2, 1)
+OC_TILES(2, 2)
+typedef void (*oc_tile_fn)(const float *, int64_t, int64_t, const int64_t *, int, const float *, const float *, int,
+                           float *, int64_t, int64_t);
+#define OC_ROW(MB, SW)                                                                                                \
+    {NULL, oc_tile_##MB##_##SW##_1, oc_tile_##MB##_##SW##_2, oc_tile_##MB##_##SW##_3, oc_tile_##MB##_##SW##_4,       \
+     oc_tile_##MB##_##SW##_5, oc_tile_##MB##_##SW##_6, oc_tile_##MB##_##SW##_7, oc_tile_##MB##_##SW##_8,             \
+     oc_tile_##MB##_##SW##_9, oc_tile_##MB##_##SW##_10, oc_tile_##MB##_##SW##_11, oc_tile_##MB##_##SW##_12}
+static oc_tile_fn const oc_fns[2][2][OC_MAXP + 1] = {{OC_ROW(1, 1), OC_ROW(1, 2)}, {OC_ROW(2, 1), OC_ROW(2, 2)}};
+
+static int oc_ok(const conv_geom *g)
+{
+    const sh_win *w = &g->w;
+    if (g->depthwise || g->pointwise || g->Mg < 16 || (w->sw != 1 && w->sw != 2) || w->kh * w->kw > 64) return 0;
+    if (g->Kc < 16) return 0; /* too few taps per tile: im2col + sgemm does better */
+    return __builtin_cpu_supports("avx512f");
+}
+
+/* Packed weights of this node (re-packed when the weight changed). */
+static const float *oc_weights(sh_kctx *k, const conv_geom *g, const sh_tensor *wt, int64_t MB)
+{
+    int64_t Kc = g->Kc, Mg = g->Mg, VB = 16 * MB, nblk = (Mg + VB - 1) / VB;
+    int64_t n = sh_tensor_numel(wt);
+    uint32_t sum = oc_checksum(wt->data, n);
+    oc_pack *p = k->state ? *k->state : NULL;
+    if (p && p->src == wt->data && p->M == g->M && p->Kc == Kc && p->G == g->G && p->MB == MB && p->sum == sum)
+        return p->wp;
+    if (!k->state) return NULL;
+    if (!p) {
+        p = calloc(1, sizeof *p);
+        if (!p) return NULL;
+        *k->state = p;
+    }
+    free(p->wp);
+    p->src = NULL;
+    p->wp = aligned_alloc(64, sizeof(float) * (size_t)((g->G * nblk * Kc * VB + 15) / 16 * 16));
+    if (!p->wp) return NULL;
+    const float *w = wt->data;
+    for (int64_t gi = 0; gi < g->G; gi++)
+        for (int64_t b = 0; b < nblk; b++) {
+            float *d = p->wp + (gi * nblk + b) * Kc * VB;
+            for (int64_t kc = 0; kc < Kc; kc++)
+                for (int64_t v = 0; v < VB; v++) {
+                    int64_t m = b * VB + v;
+                    d[kc * VB + v] = m < Mg ? w[(gi * Mg + m) * Kc + kc] : 0.0f;
+                }
+        }
+    p->src = wt->data, p->M = g->M, p->Kc = Kc, p->G = g->G, p->MB = MB, p->sum = sum;
+    return p->wp;
+}
+
+typedef struct oc_run {
+    const conv_geom *g;
+    const float *wp, *bp;
+    int64_t Wp, plane, xsz, nblk, VB, npc, pw, work;
+    int64_t offs[64];
+    int ntap;
+    oc_tile_fn const *fns;
+} oc_run;
+
+/* Pad image n, group gi into xp. */
+static void oc_pad(const oc_run *r, const float *x, int64_t n, int64_t gi, float *xp)
+{
+    const conv_geom *g = r->g;
+    const sh_win *w = &g->w;
+    const float *xg = x + (n * w->C + gi * g->Cg) * g->HW;
+    if (w->pt || w->pb || w->pl || w->pr) {
+        memset(xp, 0, sizeof(float) * (size_t)r->xsz);
+        for (int64_t c = 0; c < g->Cg; c++)
+            for (int64_t h = 0; h < w->H; h++)
+                memcpy(xp + c * r->plane + (h + w->pt) * r->Wp + w->pl, xg + (c * w->H + h) * w->W,
+                       sizeof(float) * (size_t)w->W);
+    } else memcpy(xp, xg, sizeof(float) * (size_t)(g->Cg * r->plane));
+}
+
+/* Tiles q0..q1 of image n, group gi (input padded in xp) into yg, the
+ * group's [Mg][OH][OW] output. */
+static void oc_tiles(const oc_run *r, const float *xp, float *yg, int64_t gi, int64_t q0, int64_t q1)
+{
+    const conv_geom *g = r->g;
+    const sh_win *w = &g->w;
+    int64_t VB = r->VB, nblk = r->nblk, OHW = g->OHW;
+    const float *wg = r->wp + gi * nblk * g->Kc * VB, *bg = r->bp + gi * nblk * VB;
+    for (int64_t q = q0; q < q1; q++) {
+        int64_t b = q % nblk, rr = q / nblk, oh = rr / r->npc, ow0 = (rr % r->npc) * r->pw;
+        int64_t np = w->OW - ow0 < r->pw ? w->OW - ow0 : r->pw;
+        const float *xs = xp + oh * w->sh * r->Wp + ow0 * w->sw;
+        int64_t mend = g->Mg - b * VB < VB ? g->Mg - b * VB : VB;
+        float *yo = yg + b * VB * OHW + oh * w->OW + ow0;
+        r->fns[np](xs, r->plane, g->Cg, r->offs, r->ntap, wg + b * g->Kc * VB, bg + b * VB, g->relu, yo, OHW, mend);
+    }
+}
+
+static int conv_oc(sh_kctx *k, const conv_geom *g, const sh_tensor *const *in, int n_in, sh_tensor *const *out)
+{
+    const sh_win *w = &g->w;
+    const float *x = in[0]->data, *bias = n_in > 2 && in[2] ? in[2]->data : NULL;
+    float *y = out[0]->data;
+    oc_run r;
+    r.g = g;
+    int64_t MB = g->Mg >= 32 ? 2 : 1;
+    r.VB = 16 * MB, r.nblk = (g->Mg + r.VB - 1) / r.VB;
+    r.wp = oc_weights(k, g, in[1], MB);
+    if (!r.wp) return sh_op_err(k, SH_ENOMEM, "out of memory packing conv weights");
+    int64_t Hp = w->H + w->pt + w->pb;
+    r.Wp = w->W + w->pl + w->pr, r.plane = Hp * r.Wp;
+    r.xsz = (g->Cg * r.plane + 16 + 15) / 16 * 16;
+    int64_t Mpad = g->G * r.nblk * r.VB;
+    int nth = k->nthreads > 0 ? k->nthreads : 1;
+    int64_t NG = w->N * g->G;
+    /* batches: one image (and group) per thread at a time */
+    int batched = nth > 1 && NG >= 2 * nth;
+    int nbuf = batched ? nth : 1;
+    /* batches: tiles scatter into a small cache-hot buffer per thread that is
+     * then copied out (scattering into cold output lines is slow) */
+    int64_t ysz = w->N > 1 ? (g->Mg * g->OHW + 15) / 16 * 16 : 0;
+    /* scratch: padded bias, then a padded input (and output) per thread */
+    float *bp = sh_kctx_scratch(k, sizeof(float) * (size_t)(Mpad + 16 + (int64_t)nbuf * (r.xsz + ysz) + 16));
+    if (!bp) return sh_op_err(k, SH_ENOMEM, "out of memory for conv buffers");
+    float *xbuf = bp + (Mpad + 15) / 16 * 16;
+    for (int64_t gi = 0; gi < g->G; gi++)
+        for (int64_t m = 0; m < r.nblk * r.VB; m++)
+            bp[gi * r.nblk * r.VB + m] = bias && m < g->Mg ? bias[gi * g->Mg + m] : 0.0f;
+    r.bp = bp;
+    r.ntap = (int)(w->kh * w->kw);
+    for (int64_t i = 0; i < w->kh; i++)
+        for (int64_t j = 0; j < w->kw; j++) r.offs[i * w->kw + j] = i * w->dh * r.Wp + j * w->dw;
+    r.npc = (w->OW + OC_MAXP - 1) / OC_MAXP, r.pw = (w->OW + r.npc - 1) / r.npc;
+    r.fns = oc_fns[MB - 1][w->sw - 1];
+    r.work = r.nblk * w->OH * r.npc;
+    if (batched) {
+#pragma omp parallel for num_threads(nth) schedule(dynamic, 1)
+        for (int64_t ng = 0; ng < NG; ng++) {
+#ifdef _OPENMP
+            float *xp = xbuf + (int64_t)omp_get_thread_num() * (r.xsz + ysz);
+#else
+            float *xp = xbuf;
+#endif
+            int64_t n = ng / g->G, gi = ng % g->G;
+            float *yg = y + (n * g->M + gi * g->Mg) * g->OHW;
+            oc_pad(&r, x, n, gi, xp);
+            oc_tiles(&r, xp, ysz ? xp + r.xsz : yg, gi, 0, r.work);
+            if (ysz) memcpy(yg, xp + r.xsz, sizeof(float) * (size_t)(g->Mg * g->OHW));
+        }
+        return SH_OK;
+    }
+    int par = nth > 1 && g->Mg * g->OHW * g->Kc > 100000 && r.work >= 2;
+    for (int64_t ng = 0; ng < NG; ng++) {
+        int64_t n = ng / g->G, gi = ng % g->G;
+        float *yg = y + (n * g->M + gi * g->Mg) * g->OHW, *yt = ysz ? xbuf + r.xsz : yg;
+        oc_pad(&r, x, n, gi, xbuf);
+        if (!par) {
+            oc_tiles(&r, xbuf, yt, gi, 0, r.work);
+            if (ysz) memcpy(yg, yt, sizeof(float) * (size_t)(g->Mg * g->OHW));
+            continue;
+        }
+#pragma omp parallel num_threads(nth)
+        {
+#ifdef _OPENMP
+            int t = omp_get_thread_num(), T = omp_get_num_threads();
+#else
+            int t = 0, T = 1;
+#endif
+            oc_tiles(&r, xbuf, yt, gi, r.work * t / T, r.work * (t + 1) / T);
+        }
+        if (ysz) memcpy(yg, yt, sizeof(float) * (size_t)(g->Mg * g->OHW));
+    }
+    return SH_OK;
+}
+#else
+#define SH_CONV_OC 0
+#endif
+
 static void add_bias(float *y, const float *bias, int64_t M, int64_t OHW)
 {
     if (!bias) return;
@@ -473,6 +736,9 @@ static int conv_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor 
     conv_geom g;
     int rc = conv_setup(k, in, n_in, &g);
     if (rc) return rc;
+#if SH_CONV_OC
+    if (oc_ok(&g)) return conv_oc(k, &g, in, n_in, out);
+#endif
     if ((rc = conv_fwd_linear(k, &g, in, n_in, out))) return rc;
     if (g.relu && !(direct_ok(&g))) { /* the direct path fuses it */
         float *y = out[0]->data;
@@ -621,4 +887,8 @@ static int conv_bwd(sh_kctx *k, const sh_tensor *const *in, int n_in, const sh_t
     return SH_OK;
 }
 
+#if SH_CONV_OC
+const sh_op_def sh_op_conv = {"Conv", 2, 3, 1, 1, conv_infer, conv_fwd, conv_bwd, 0, 0x6, oc_pack_free, 0};
+#else
 const sh_op_def sh_op_conv = {"Conv", 2, 3, 1, 1, conv_infer, conv_fwd, conv_bwd, 0, 0x6, NULL, 0};
+#endif

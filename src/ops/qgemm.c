@@ -152,18 +152,31 @@ int sh_qmatmul(const float *X, int64_t M, const void *W, sh_format wf, int64_t N
 
 /* ---- prepared (packed) low-bit weights ----------------------------------- */
 
+/* Compute traits of the grouped formats (the storage traits are rows of
+ * core/format.c): the activation format a weight block meets in the integer
+ * dot (vec_dot_type, as in ggml), bits per packed code, the offset `off` of
+ * the unpacked codes (x = d * (u - off) + m) and whether there is a min. */
+static const sh_qcompute qcompute[SH_FORMAT_COUNT] = {
+    [SH_Q4_0] = {SH_Q8_0, 4, 8, 0},
+    [SH_Q4_1] = {SH_Q8_0, 4, 0, 1},
+    [SH_LOG4] = {SH_Q8_0, 4, 64, 0},
+    [SH_Q8_0] = {SH_Q8_0, 8, 128, 0},
+    [SH_Q3_0] = {SH_Q8_0, 3, 4, 0},
+    [SH_Q2_1] = {SH_Q8_0, 2, 0, 1},
+};
+
+const sh_qcompute *sh_qcompute_get(sh_format wf)
+{
+    if ((int)wf < 0 || wf >= SH_FORMAT_COUNT || !qcompute[wf].bits) return NULL;
+    return &qcompute[wf];
+}
+
 int sh_qpacked_bits(sh_format wf, int *off, int *asym)
 {
-    *asym = 0;
-    switch (wf) {
-    case SH_Q4_0: *off = 8; return 4;
-    case SH_Q4_1: *off = 0; *asym = 1; return 4;
-    case SH_LOG4: *off = 64; return 4;
-    case SH_Q8_0: *off = 128; return 8;
-    case SH_Q3_0: *off = 4; return 3;
-    case SH_Q2_1: *off = 0; *asym = 1; return 2;
-    default: *off = 0; return 0;
-    }
+    const sh_qcompute *c = sh_qcompute_get(wf);
+    *off = c ? c->off : 0;
+    *asym = c ? c->asym : 0;
+    return c ? c->bits : 0;
 }
 
 static void pack_chunk(const sh_qweight *w, const uint8_t *W, int64_t g, int64_t b, uint8_t *dst)

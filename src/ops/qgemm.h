@@ -20,6 +20,7 @@
 #define SH_QGEMM_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include "shrink.h"
 #include "core/quant_formats.h"
@@ -118,7 +119,7 @@ static inline void sh_qepi_apply(const sh_qepi_k *e, const int32_t *tile, int64_
             if (correct)
                 for (int64_t j = 0; j < nr; j++) c[j] = t[j] - e->zoff * cs[j];
             else
-                for (int64_t j = 0; j < nr; j++) c[j] = t[j];
+                memcpy(c, t, (size_t)nr * sizeof(int32_t));
             continue;
         }
         float v[64];
@@ -184,6 +185,14 @@ void sh_qpacked_rows_avx512(const sh_qweight *w, int64_t g0, int64_t g1, const s
                             const int32_t *ioff, const float *da, const float *dsa, const float *bias, float *y);
 /* the same as sh_quantize_q8_0_sums, AVX-512 */
 void sh_quantize_q8_0_sums_avx512(const float *x, sh_block_q8_0 *y, int32_t *sums, int64_t n);
+/* Compute traits of a grouped weight format (NULL for other formats). */
+typedef struct sh_qcompute {
+    sh_format vec_dot_type; /* activations are quantized to this (q8_0) */
+    int bits;               /* bits per code in the packed layout */
+    int off;                /* x = d * (u - off) + m */
+    int asym;               /* has a per-group min m */
+} sh_qcompute;
+const sh_qcompute *sh_qcompute_get(sh_format wf);
 /* bits of a packed code and the offset of format wf (see above) */
 int sh_qpacked_bits(sh_format wf, int *off, int *asym);
 

@@ -7,7 +7,14 @@
  * of 4 k, the 16 columns' 4 bytes (64 bytes = one zmm), so one vpdpbusd with
  * the broadcast 4 bytes of an A row adds 4 k-steps to 16 columns.  A is
  * packed per tile of MR rows as u8 (s8 + 128), rows interleaved by k-group.
- * The microkernel keeps MR x 3 zmm accumulators (MR rows x 48 columns). */
+ * The microkernel keeps MR x NP = 6 x 4 zmm accumulators (6 rows x 64
+ * columns; the broadcasts are free on the load ports, so fewer rows and more
+ * columns measured best), K in blocks of KC.  On this Zen 4 core vpdpbusd
+ * retires one zmm (or two ymm) per cycle: ~440-465 GOP/s is the ceiling of
+ * one core; the 1024^3 GEMM runs at ~80-85 % of it (bench/bench_qgemm.sh).
+ *
+ * Low-bit weights: see sh_qweight in qgemm.h (16-row interleaved layout, one
+ * vpdpbusd per 4 k of 16 rows) and the row-format kernel rows_k below. */
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
 #include <immintrin.h>
 #include <stdlib.h>
@@ -16,7 +23,7 @@
 #include "ops/qgemm.h"
 
 #ifndef MR
-#define MR 6
+#define MR 6 /* rows per microkernel (-DMR= to experiment) */
 #endif
 #define NP 4 /* panels of 16 per microkernel */
 #ifndef KC
@@ -336,77 +343,101 @@ int sh_qdot_rows_avx512(const void *W, sh_format wf, int64_t K, int64_t n0, int6
 
 /* ---- packed low-bit weights: 16 rows per vector ------------------------- */
 
+/* One 32-k block of one 16-row group: acc += dot * d * da, accm += m * da * sum */
+static inline __attribute__((always_inline)) void pblk(const uint8_t *ch, int bits, int asym, int islog,
+                                                       const uint8_t *a, int32_t ioffb, float dab, float dsab,
+                                                       __m512 *acc, __m512 *accm)
+{
+    const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(3), m1 = _mm512_set1_epi8(1);
+    const __m512i lut = _mm512_broadcast_i32x4(
+        _mm_setr_epi8((char)128, 96, 80, 72, 68, 66, 65, 64, 0, 32, 48, 56, 60, 62, 63, 64));
+    const uint8_t *codes = ch + (asym ? 64 : 32);
+    __m512i d0 = _mm512_set1_epi32(ioffb), d1 = _mm512_setzero_si512();
+#define A4(j) _mm512_set1_epi32(LD4(a + 4 * (j)))
+    if (bits == 8) {
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j += 2) {
+            d0 = _mm512_dpbusd_epi32(d0, _mm512_loadu_si512(codes + 64 * j), A4(j));
+            d1 = _mm512_dpbusd_epi32(d1, _mm512_loadu_si512(codes + 64 * (j + 1)), A4(j + 1));
+        }
+    } else if (bits == 4) {
+#pragma GCC unroll 8
+        for (int j = 0; j < 4; j++) {
+            __m512i v = _mm512_loadu_si512(codes + 64 * j), lo, hi;
+            if (islog) {
+                lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(v, m4));
+                hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+            } else { /* high nibble in place: 16 x code, d1 divided by 16 below */
+                lo = _mm512_and_si512(v, m4);
+                hi = _mm512_andnot_si512(m4, v);
+            }
+            d0 = _mm512_dpbusd_epi32(d0, lo, A4(j));
+            d1 = _mm512_dpbusd_epi32(d1, hi, A4(j + 4));
+        }
+    } else {
+        __m512i h = bits == 3 ? _mm512_loadu_si512(codes + 128) : _mm512_setzero_si512();
+#pragma GCC unroll 8
+        for (int j = 0; j < 2; j++) {
+            __m512i v = _mm512_loadu_si512(codes + 64 * j);
+#pragma GCC unroll 8
+            for (int s = 0; s < 4; s++) {
+                int jj = j + 2 * s;
+                __m512i u = _mm512_and_si512(s ? _mm512_srli_epi16(v, 2 * s) : v, m2);
+                if (bits == 3) {
+                    __m512i hb = _mm512_and_si512(jj ? _mm512_srli_epi16(h, jj) : h, m1);
+                    u = _mm512_or_si512(u, _mm512_slli_epi16(hb, 2));
+                }
+                if (s & 1) d1 = _mm512_dpbusd_epi32(d1, u, A4(jj));
+                else d0 = _mm512_dpbusd_epi32(d0, u, A4(jj));
+            }
+        }
+    }
+#undef A4
+    __m512 sc = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)ch)), _mm512_set1_ps(dab));
+    if (bits == 4 && !islog) d1 = _mm512_srai_epi32(d1, 4); /* exact: a multiple of 16 */
+    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(d0, d1)), sc, *acc);
+    if (asym)
+        *accm = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(ch + 32))), _mm512_set1_ps(dsab),
+                                *accm);
+}
+
+static inline __attribute__((always_inline)) void pstore(const sh_qweight *w, int64_t g, __m512 acc, __m512 accm,
+                                                         const float *bias, float *y)
+{
+    int64_t n0 = g * 16, cnt = w->N - n0 < 16 ? w->N - n0 : 16;
+    __mmask16 k = (__mmask16)((1u << cnt) - 1);
+    __m512 r = _mm512_add_ps(acc, accm);
+    if (bias) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(k, bias + n0));
+    _mm512_mask_storeu_ps(y + n0, k, r);
+}
+
+#ifndef GR
+#define GR 1 /* row groups streamed together: 2 (two memory streams) measured slower */
+#endif
+
 static inline __attribute__((always_inline)) void pk(const sh_qweight *w, int bits, int asym, int islog, int64_t g0,
                                                      int64_t g1, const sh_block_q8_0 *xq, const int32_t *ioff,
                                                      const float *da, const float *dsa, const float *bias, float *y)
 {
-    const int64_t nb = w->K / SH_QK, chunk = w->chunk, hdr = asym ? 64 : 32;
-    const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(3), m1 = _mm512_set1_epi8(1);
-    const __m512i lut = _mm512_broadcast_i32x4(
-        _mm_setr_epi8((char)128, 96, 80, 72, 68, 66, 65, 64, 0, 32, 48, 56, 60, 62, 63, 64));
-    for (int64_t g = g0; g < g1; g++) {
+    const int64_t nb = w->K / SH_QK, chunk = w->chunk;
+    int64_t g = g0;
+    for (; GR == 2 && g + 2 <= g1; g += 2) {
+        const uint8_t *c0 = (const uint8_t *)w->data + g * nb * chunk, *c1 = c0 + nb * chunk;
+        __m512 acc0 = _mm512_setzero_ps(), accm0 = acc0, acc1 = acc0, accm1 = acc0;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *a = (const uint8_t *)xq[b].qs;
+            pblk(c0 + b * chunk, bits, asym, islog, a, ioff[b], da[b], dsa[b], &acc0, &accm0);
+            pblk(c1 + b * chunk, bits, asym, islog, a, ioff[b], da[b], dsa[b], &acc1, &accm1);
+        }
+        pstore(w, g, acc0, accm0, bias, y);
+        pstore(w, g + 1, acc1, accm1, bias, y);
+    }
+    for (; g < g1; g++) {
         const uint8_t *c = (const uint8_t *)w->data + g * nb * chunk;
         __m512 acc = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
-        for (int64_t b = 0; b < nb; b++) {
-            const uint8_t *ch = c + b * chunk, *codes = ch + hdr, *a = (const uint8_t *)xq[b].qs;
-#ifndef GPF
-#define GPF 0 /* software prefetch distance in chunks: 0 (off) measured best; the hardware prefetcher follows the contiguous row-group stream */
-#endif
-            if (GPF) /* the next chunks (one row group streams contiguously) */
-                for (int64_t q = 0; q < chunk; q += 64) _mm_prefetch((const char *)ch + GPF * chunk + q, _MM_HINT_T0);
-            __m512i d0 = _mm512_set1_epi32(ioff[b]), d1 = _mm512_setzero_si512();
-#define A4(j) _mm512_set1_epi32(LD4(a + 4 * (j)))
-            if (bits == 8) {
-#pragma GCC unroll 8
-                for (int j = 0; j < 8; j += 2) {
-                    d0 = _mm512_dpbusd_epi32(d0, _mm512_loadu_si512(codes + 64 * j), A4(j));
-                    d1 = _mm512_dpbusd_epi32(d1, _mm512_loadu_si512(codes + 64 * (j + 1)), A4(j + 1));
-                }
-            } else if (bits == 4) {
-#pragma GCC unroll 8
-                for (int j = 0; j < 4; j++) {
-                    __m512i v = _mm512_loadu_si512(codes + 64 * j), lo, hi;
-                    if (islog) {
-                        lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(v, m4));
-                        hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
-                    } else { /* high nibble in place: 16 x code, d1 divided by 16 below */
-                        lo = _mm512_and_si512(v, m4);
-                        hi = _mm512_andnot_si512(m4, v);
-                    }
-                    d0 = _mm512_dpbusd_epi32(d0, lo, A4(j));
-                    d1 = _mm512_dpbusd_epi32(d1, hi, A4(j + 4));
-                }
-            } else {
-                __m512i h = bits == 3 ? _mm512_loadu_si512(codes + 128) : _mm512_setzero_si512();
-#pragma GCC unroll 8
-                for (int j = 0; j < 2; j++) {
-                    __m512i v = _mm512_loadu_si512(codes + 64 * j);
-#pragma GCC unroll 8
-                    for (int s = 0; s < 4; s++) {
-                        int jj = j + 2 * s;
-                        __m512i u = _mm512_and_si512(s ? _mm512_srli_epi16(v, 2 * s) : v, m2);
-                        if (bits == 3) {
-                            __m512i hb = _mm512_and_si512(jj ? _mm512_srli_epi16(h, jj) : h, m1);
-                            u = _mm512_or_si512(u, _mm512_slli_epi16(hb, 2));
-                        }
-                        if (s & 1) d1 = _mm512_dpbusd_epi32(d1, u, A4(jj));
-                        else d0 = _mm512_dpbusd_epi32(d0, u, A4(jj));
-                    }
-                }
-            }
-#undef A4
-            __m512 sc = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)ch)), _mm512_set1_ps(da[b]));
-            if (bits == 4 && !islog) d1 = _mm512_srai_epi32(d1, 4); /* exact: a multiple of 16 */
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(d0, d1)), sc, acc);
-            if (asym)
-                accm = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(ch + 32))),
-                                       _mm512_set1_ps(dsa[b]), accm);
-        }
-        int64_t n0 = g * 16, cnt = w->N - n0 < 16 ? w->N - n0 : 16;
-        __mmask16 k = (__mmask16)((1u << cnt) - 1);
-        __m512 r = _mm512_add_ps(acc, accm);
-        if (bias) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(k, bias + n0));
-        _mm512_mask_storeu_ps(y + n0, k, r);
+        for (int64_t b = 0; b < nb; b++)
+            pblk(c + b * chunk, bits, asym, islog, (const uint8_t *)xq[b].qs, ioff[b], da[b], dsa[b], &acc, &accm);
+        pstore(w, g, acc, accm, bias, y);
     }
 }
 

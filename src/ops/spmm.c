@@ -84,6 +84,12 @@ int64_t sh_sp_row_decode(const sh_sparse_hdr *h, int64_t r, uint32_t *cols, cons
     if (h->kind == SH_SPK_NM) {
         int64_t words = sh_sp_words(h), per_row = sh_sp_nm_per_row(h->cols, h->n, h->m), q = 0;
         const uint16_t *bm = (const uint16_t *)sh_sp_idx(h) + r * words;
+        if (sh_sp_nm_codes(h)) {
+            const uint32_t *cr = (const uint32_t *)sh_sp_idx(h) + r * sh_sp_words32(h);
+            for (q = 0; q < per_row; q++) cols[q] = (uint32_t)(4 * (q / 2) + sh_sp_code(cr, q));
+            *vals = sh_sp_val(h) + r * per_row;
+            return q;
+        }
         for (int64_t w = 0; w < words; w++)
             for (uint32_t b = bm[w]; b; b &= b - 1) cols[q++] = (uint32_t)(w * 16 + __builtin_ctz(b));
         *vals = sh_sp_val(h) + r * per_row;

@@ -4,7 +4,9 @@
  *
  *   B = 1 : csr  - 8 values per step, x gathered by zero-extended indices
  *           bcsr - blocks loaded straight from x (1x2: scalar)
- *           nm   - 2:4 / 4:8 (4 kept per bitmap byte): per byte a table
+ *           nm   - 2:4 (2-bit codes): per 8 values a shift, mask, add gives
+ *                  the columns, two vpermps and a blend pick x
+ *                  4:8 (4 kept per bitmap byte): per byte a table
  *                  lookup gives the 4 positions, vpermps picks x; other n:m
  *                  and the tail: positions by pdep/pext, words with more
  *                  than 8 kept values go scalar
@@ -137,6 +139,28 @@ static float nm_row_gemv(const uint16_t *bm, int64_t words, int64_t half, const 
     return s + hsum8(_mm256_add_ps(a0, a1));
 }
 
+/* 2:4 codes: 8 values per 16 columns, x picked by two vpermps and a blend
+ * with indices code + 4*((j/2)%2). */
+static float nm24_row_gemv(const uint32_t *codes, int64_t cols, int64_t per_row, const float *v, const float *x)
+{
+    const __m256i sh = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14), base = _mm256_setr_epi32(0, 0, 4, 4, 0, 0, 4, 4);
+    const __m256i three = _mm256_set1_epi32(3);
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int64_t full = cols / 16, hc = 0;
+    for (; hc < full; hc++) {
+        uint32_t c = codes[hc / 2] >> (16 * (hc % 2));
+        __m256i idx = _mm256_add_epi32(_mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)c), sh), three), base);
+        const float *xw = x + hc * 16;
+        __m256 xv = _mm256_blend_ps(_mm256_permutevar8x32_ps(_mm256_loadu_ps(xw), idx),
+                                    _mm256_permutevar8x32_ps(_mm256_loadu_ps(xw + 8), idx), 0xf0);
+        if (hc & 1) a1 = _mm256_fmadd_ps(_mm256_loadu_ps(v + hc * 8), xv, a1);
+        else a0 = _mm256_fmadd_ps(_mm256_loadu_ps(v + hc * 8), xv, a0);
+    }
+    float s = 0.0f;
+    for (int64_t j = 8 * full; j < per_row; j++) s += v[j] * x[4 * (j / 2) + sh_sp_code(codes, j)];
+    return s + hsum8(_mm256_add_ps(a0, a1));
+}
+
 /* ---- B > 1 ------------------------------------------------------------ */
 
 /* out[0..bp) = sum_q v[q] * xt[col(q)][0..bp); NC = bp / 8 ymm (1..8). */
@@ -201,7 +225,10 @@ void sh_spmm_rows_avx2(const sh_spmm_job *j, int64_t r0, int64_t r1, void *tmp)
         float b0 = j->bias ? j->bias[r] : 0.0f;
         if (j->B == 1) {
             float s;
-            if (h->kind == SH_SPK_NM)
+            if (sh_sp_nm_codes(h))
+                s = nm24_row_gemv((const uint32_t *)sh_sp_idx(h) + r * sh_sp_words32(h), h->cols, per_row, val + r * per_row,
+                                  j->x);
+            else if (h->kind == SH_SPK_NM)
                 s = nm_row_gemv((const uint16_t *)sh_sp_idx(h) + r * words, words, half, val + r * per_row, j->x);
             else if (h->kind == SH_SPK_CSR)
                 s = csr_row_gemv(i16 ? i16 + ptr[r] : NULL, i32 ? i32 + ptr[r] : NULL, val + ptr[r], ptr[r + 1] - ptr[r], j->x);

@@ -5,7 +5,9 @@
  *   B = 1 : csr  - 16 values per step, x gathered by zero-extended indices
  *           bcsr - 1x16 / 1x8 / 1x4 blocks loaded straight from x (1x2:
  *                  decoded to column lists and gathered)
- *           nm   - 2:4 / 4:8 (4 kept per byte of bitmap): 16 values per 32
+ *           nm   - 2:4 (2-bit codes): 16 values per 32 columns, x picked by
+ *                  one vpermt2ps, indices = (codes >> 2j & 3) + 4*(j/2)
+ *                  4:8 (4 kept per byte of bitmap): 16 values per 32
  *                  columns, x picked by one vpermt2ps with indices from a
  *                  256-entry table (vpcompressb and vexpandps were slower on
  *                  Zen 4); other n:m and the tail group: per 16 columns an
@@ -174,6 +176,33 @@ static float nm_rest(const uint16_t *bm, int64_t words, int64_t w, const float *
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
+/* 2:4 codes: 16 values per 32 columns, x picked by one vpermt2ps with
+ * indices code + 4*(j/2) (a shift, a mask and an add per 16 values). */
+static float nm24_row_gemv(const uint32_t *codes, int64_t cols, int64_t per_row, const float *v, const float *x)
+{
+    const __m512i sh = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i base = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
+    const __m512i three = _mm512_set1_epi32(3);
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int64_t full = cols / 32, wd = 0;
+    for (; wd + 2 <= full; wd += 2) {
+        __m512i i0 = _mm512_add_epi32(_mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32((int)codes[wd]), sh), three), base);
+        __m512i i1 = _mm512_add_epi32(_mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32((int)codes[wd + 1]), sh), three), base);
+        const float *xw = x + wd * 32;
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(v + wd * 16), _mm512_permutex2var_ps(_mm512_loadu_ps(xw), i0, _mm512_loadu_ps(xw + 16)), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(v + wd * 16 + 16),
+                             _mm512_permutex2var_ps(_mm512_loadu_ps(xw + 32), i1, _mm512_loadu_ps(xw + 48)), a1);
+    }
+    for (; wd < full; wd++) {
+        __m512i i0 = _mm512_add_epi32(_mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32((int)codes[wd]), sh), three), base);
+        const float *xw = x + wd * 32;
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(v + wd * 16), _mm512_permutex2var_ps(_mm512_loadu_ps(xw), i0, _mm512_loadu_ps(xw + 16)), a0);
+    }
+    float s = 0.0f;
+    for (int64_t j = 16 * full; j < per_row; j++) s += v[j] * x[4 * (j / 2) + sh_sp_code(codes, j)];
+    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) + s;
+}
+
 /* ---- B > 1 ------------------------------------------------------------ */
 
 /* out[0..bp) = sum_q v[q] * xt[col(q)][0..bp); NC = bp / 16 zmm (1..4). */
@@ -254,6 +283,18 @@ static int64_t nm_decode(const uint16_t *bm, int64_t words, uint32_t *cols)
     return q;
 }
 
+/* 2:4 row codes -> column list (cols needs per_row + 16 room). */
+static int64_t nm24_decode(const uint32_t *codes, int64_t per_row, uint32_t *cols)
+{
+    const __m512i sh = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i base = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
+    for (int64_t wd = 0; wd * 16 < per_row; wd++) {
+        __m512i c = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32((int)codes[wd]), sh), _mm512_set1_epi32(3));
+        _mm512_storeu_si512(cols + wd * 16, _mm512_add_epi32(_mm512_add_epi32(c, base), _mm512_set1_epi32((int)(wd * 32))));
+    }
+    return per_row;
+}
+
 void sh_spmm_rows_avx512(const sh_spmm_job *j, int64_t r0, int64_t r1, void *tmp)
 {
     const sh_sparse_hdr *h = j->h;
@@ -265,12 +306,16 @@ void sh_spmm_rows_avx512(const sh_spmm_job *j, int64_t r0, int64_t r1, void *tmp
     const uint32_t *ptr = h->kind == SH_SPK_NM ? NULL : sh_sp_ptr(h);
     /* nm with n = m/2, m <= 8: words made only of full groups keep 4 per byte */
     int64_t half = sh_sp_nm_half(h);
+    const uint32_t *codes = sh_sp_nm_codes(h) ? sh_sp_idx(h) : NULL;
+    int64_t w32 = codes ? sh_sp_words32(h) : 0;
     __attribute__((aligned(64))) float acc[64];
     for (int64_t r = r0; r < r1; r++) {
         float b0 = j->bias ? j->bias[r] : 0.0f;
         if (j->B == 1) {
             float s;
-            if (h->kind == SH_SPK_NM)
+            if (codes)
+                s = nm24_row_gemv(codes + r * w32, h->cols, per_row, val + r * per_row, j->x);
+            else if (h->kind == SH_SPK_NM)
                 s = nm_row_gemv((const uint16_t *)sh_sp_idx(h) + r * words, words, half, val + r * per_row, j->x);
             else if (h->kind == SH_SPK_CSR)
                 s = csr_row_gemv(i16 ? i16 + ptr[r] : NULL, i32 ? i32 + ptr[r] : NULL, val + ptr[r], ptr[r + 1] - ptr[r], j->x);
@@ -281,7 +326,8 @@ void sh_spmm_rows_avx512(const sh_spmm_job *j, int64_t r0, int64_t r1, void *tmp
         if (h->kind == SH_SPK_CSR) {
             batch_any(j->xt, j->bp, i16 ? i16 + ptr[r] : NULL, i32 ? i32 + ptr[r] : NULL, val + ptr[r], ptr[r + 1] - ptr[r], acc);
         } else if (h->kind == SH_SPK_NM) {
-            int64_t cnt = nm_decode((const uint16_t *)sh_sp_idx(h) + r * words, words, cols);
+            int64_t cnt = codes ? nm24_decode(codes + r * w32, per_row, cols)
+                                : nm_decode((const uint16_t *)sh_sp_idx(h) + r * words, words, cols);
             batch_any(j->xt, j->bp, NULL, cols, val + r * per_row, cnt, acc);
         } else {
             const float *v;

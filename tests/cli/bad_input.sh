@@ -53,9 +53,9 @@ leftovers() { find "$1" -name '*.tmp*' | head -3; }
 good=""
 if [ -f "$CONV/model.onnx" ]; then good="$CONV/model.onnx"; fi
 # a trained model written by shrink itself (if training works in this build)
-if "$SH" train cnn --data fashion-mnist:train,n=256 --epochs 1 --batch 64 -o "$T/cnn.onnx" >/dev/null 2>&1 \
-   && [ -s "$T/cnn.onnx" ]; then
-  good="$good $T/cnn.onnx"
+if "$SH" train mlp --data fashion-mnist:train,n=256 --epochs 1 --batch 64 -o "$T/trained.onnx" >/dev/null 2>&1 \
+   && [ -s "$T/trained.onnx" ]; then
+  good="$good $T/trained.onnx"
 else
   echo "note: shrink train did not produce a model; using node-test models only"
 fi
@@ -117,7 +117,7 @@ fi
 
 # ---- wrong data sets --------------------------------------------------------
 M=""
-[ -f "$T/cnn.onnx" ] && M="$T/cnn.onnx"
+[ -f "$T/trained.onnx" ] && M="$T/trained.onnx"
 [ -z "$M" ] && [ -f "$RELU/model.onnx" ] && M="$RELU/model.onnx"
 if [ -n "$M" ]; then
   expect_fail "eval with missing IDX files" "/nonexistent/imgs\.gz" \
@@ -130,9 +130,9 @@ fi
 expect_fail "train with a missing data set" "/nonexistent/imgs\.gz" \
   "$SH" train cnn --data idx:/nonexistent/imgs.gz,/nonexistent/labels.gz --epochs 1 -o "$T/never.onnx"
 [ -e "$T/never.onnx" ] && { echo "FAIL: failed train left $T/never.onnx"; fails=$((fails+1)); }
-if [ -f "$T/cnn.onnx" ] && [ -f "$ST/stories260K.bin" ]; then
-  expect_fail "eval of an image model on text" "cnn\.onnx|tokens|input" \
-    "$SH" eval "$T/cnn.onnx" --data "text:$SHARED/data/text/tinystories_sample.txt" --no-speed
+if [ -f "$T/trained.onnx" ] && [ -f "$ST/stories260K.bin" ]; then
+  expect_fail "eval of an image model on text" "trained\.onnx|tokens|input" \
+    "$SH" eval "$T/trained.onnx" --data "text:$SHARED/data/text/tinystories_sample.txt" --no-speed
 fi
 
 # ---- mismatched input shapes ------------------------------------------------
@@ -145,12 +145,12 @@ if [ -f "$CONV/model.onnx" ] && [ -f "$RELU/model.onnx" ]; then
   expect_fail "run with a truncated input .pb" "in_trunc\.pb" \
     bash -c "head -c 20 '$CONV/test_data_set_0/input_0.pb' > '$T/in_trunc.pb'; exec '$SH' run '$CONV/model.onnx' --input '$T/in_trunc.pb' --input '$CONV/test_data_set_0/input_1.pb' -o '$T/shape_out'"
 fi
-if [ -f "$T/cnn.onnx" ]; then
+if [ -f "$T/trained.onnx" ]; then
   # 16 images of 8x8 in IDX format (gzipped), labels 0..9
   perl -e 'print pack("N4", 0x803, 16, 8, 8), map { chr($_ % 256) } 1..1024' | gzip >"$T/digits-images.gz"
   perl -e 'print pack("N2", 0x801, 16), map { chr($_ % 10) } 1..16' | gzip >"$T/digits-labels.gz"
   expect_fail "eval of a 28x28 model on 8x8 images" "input|shape" \
-    "$SH" eval "$T/cnn.onnx" --data "idx:$T/digits-images.gz,$T/digits-labels.gz" --no-speed
+    "$SH" eval "$T/trained.onnx" --data "idx:$T/digits-images.gz,$T/digits-labels.gz" --no-speed
 fi
 
 # ---- unsupported ops --------------------------------------------------------
@@ -186,7 +186,7 @@ expect_fail "run --input without a value" "--input" "$SH" run "$UNSUP" --input
 
 # ---- failed writes leave nothing behind --------------------------------------
 SRC=""
-[ -f "$T/cnn.onnx" ] && SRC="$T/cnn.onnx"
+[ -f "$T/trained.onnx" ] && SRC="$T/trained.onnx"
 [ -z "$SRC" ] && [ -f "$CONV/model.onnx" ] && SRC="$CONV/model.onnx"
 if [ -n "$SRC" ]; then
   expect_fail "convert into a missing directory" "/nonexistent-dir/out\.onnx" "$SH" convert "$SRC" "$T/nonexistent-dir/out.onnx"
@@ -194,7 +194,7 @@ if [ -n "$SRC" ]; then
   : >"$T/plainfile"
   expect_fail "convert below a regular file" "plainfile/out\.onnx" "$SH" convert "$SRC" "$T/plainfile/out.onnx"
   expect_fail "train -o into a missing directory" "/nonexistent-dir/t\.onnx" \
-    "$SH" train cnn --data fashion-mnist:train,n=128 --epochs 1 -o "$T/nonexistent-dir/t.onnx"
+    "$SH" train mlp --data fashion-mnist:train,n=128 --epochs 1 -o "$T/nonexistent-dir/t.onnx"
   if [ "$(id -u)" != 0 ]; then # root writes anywhere
     mkdir "$T/ro"; chmod 555 "$T/ro"
     expect_fail "convert into a read-only directory" "ro/out\.onnx" "$SH" convert "$SRC" "$T/ro/out.onnx"
