@@ -7,7 +7,7 @@ const [model, threads = '1', runs = '200', warmup = '20', batch = '1'] = process
 (async () => {
   const s = await ort.InferenceSession.create(model, {
     intraOpNumThreads: +threads, interOpNumThreads: 1, executionMode: 'sequential',
-    graphOptimizationLevel: 'all',
+    graphOptimizationLevel: 'all', logSeverityLevel: 3,
   });
   const feeds = {};
   let seed = 1;

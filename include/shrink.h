@@ -76,7 +76,8 @@ typedef enum sh_format {
     SH_BOOL,
     SH_CSR,      /* sparse [N,K]: CSR rows, u16/u32 column indices, f32 values */
     SH_BCSR,     /* sparse [N,K]: CSR of 1 x bw blocks along K (bw 2/4/8/16) */
-    SH_NM,       /* sparse [N,K]: N:M semi-structured (2:4, 4:8), bitmap + f32 */
+    SH_NM,       /* sparse [N,K]: N:M semi-structured (2:4, 4:8): 2-bit codes
+                    (2:4) or a bitmap (other n:m) + f32 values */
     /* Grouped quantized formats, 32 values per group (src/core/quant_formats.h) */
     SH_Q4_0,     /* "q4_0": int4 symmetric, f16 scale (ggml Q4_0 layout) */
     SH_Q4_1,     /* "q4_1": int4 asymmetric, f16 scale + min (ggml Q4_1) */
@@ -782,6 +783,17 @@ int sh_prune(const sh_graph *g, const sh_prune_opts *o, sh_graph **out, sh_prune
  * g is not changed. */
 int sh_prune_channels(const sh_graph *g, const sh_prune_opts *o, sh_graph **out, sh_prune_report *rep,
                       sh_error *err);
+
+/* Whole residual blocks: an Add(b, s) whose input b is computed from s by a
+ * branch that nothing else reads (identity shortcut) is replaced by s, the
+ * branch's nodes and weights removed.  Blocks named (by their Add node) in
+ * o->include go; otherwise round-half-even(o->ratio * blocks) with the
+ * smallest score (L2 / L1 norm of the branch's output scale: its last
+ * BatchNormalization's |gamma| / sqrt(var + eps), else of its last weight),
+ * or those scoring below o->threshold.  The layers of removed branches get
+ * params_after 0 and a note in the report. */
+int sh_prune_blocks(const sh_graph *g, const sh_prune_opts *o, sh_graph **out, sh_prune_report *rep,
+                    sh_error *err);
 
 /* ------------------------------------------------------------------------ */
 /* Utilities                                                                 */

@@ -310,3 +310,99 @@ TEST(optimize_gemm_relu_backward)
     CHECK_MSG(gradcheck_node("Gemm", gemm_relu_attrs, NULL, 3, in, 1e-2, rep, sizeof rep) == 0, "%s", rep);
     for (int i = 0; i < 3; i++) sh_tensor_free(in[i]);
 }
+
+/* The Conv kernels (direct over output channels for >= 16 output channels
+ * per group, stride 1 / 2, dilation, groups, fused Relu, batches on 1 and 2
+ * threads) against a naive loop. */
+typedef struct conv_cfg {
+    int n, c, m, h, w, k, s, p, d, g, relu, bias;
+} conv_cfg;
+
+static void naive_conv(const conv_cfg *q, const float *x, const float *wt, const float *b, float *y, int OH, int OW)
+{
+    int cg = q->c / q->g, mg = q->m / q->g;
+    for (int n = 0; n < q->n; n++)
+        for (int m = 0; m < q->m; m++)
+            for (int oh = 0; oh < OH; oh++)
+                for (int ow = 0; ow < OW; ow++) {
+                    double s = b ? b[m] : 0.0;
+                    int gi = m / mg;
+                    for (int c = 0; c < cg; c++)
+                        for (int i = 0; i < q->k; i++)
+                            for (int j = 0; j < q->k; j++) {
+                                int ih = oh * q->s - q->p + i * q->d, iw = ow * q->s - q->p + j * q->d;
+                                if (ih < 0 || ih >= q->h || iw < 0 || iw >= q->w) continue;
+                                s += (double)x[((n * q->c + gi * cg + c) * q->h + ih) * q->w + iw] *
+                                     wt[((m * cg + c) * q->k + i) * q->k + j];
+                            }
+                    if (q->relu && s < 0) s = 0;
+                    y[((n * q->m + m) * OH + oh) * OW + ow] = (float)s;
+                }
+}
+
+TEST(optimize_conv_kernels_match_naive)
+{
+    static const conv_cfg cfgs[] = {
+        {1, 64, 128, 7, 7, 3, 1, 1, 1, 1, 1, 1}, {2, 32, 64, 14, 14, 3, 1, 1, 1, 1, 0, 0},
+        {1, 8, 20, 9, 11, 3, 2, 1, 1, 1, 1, 1},  {3, 6, 40, 13, 10, 5, 1, 2, 1, 1, 0, 1},
+        {1, 16, 32, 12, 12, 3, 1, 2, 2, 1, 1, 1}, {2, 8, 48, 8, 8, 3, 2, 0, 1, 2, 0, 1},
+        {5, 4, 16, 30, 29, 3, 1, 1, 1, 1, 1, 0}, {1, 3, 17, 5, 5, 3, 1, 1, 1, 1, 0, 1},
+    };
+    for (size_t ci = 0; ci < sizeof cfgs / sizeof cfgs[0]; ci++) {
+        const conv_cfg *q = &cfgs[ci];
+        sh_error e = {0};
+        sh_graph *g = sh_graph_new("conv");
+        int64_t xs[4] = {-1, q->c, q->h, q->w}, ws[4] = {q->m, q->c / q->g, q->k, q->k}, bs[1] = {q->m};
+        sh_graph_add_input(g, "x", SH_F32, 4, xs, &e);
+        sh_tensor *wt = gradcheck_rand(4, ws, 40 + ci, -0.5f, 0.5f), *bt = gradcheck_rand(1, bs, 50 + ci, -1, 1);
+        sh_graph_add_init(g, "w", wt, &e);
+        sh_graph_add_init(g, "b", bt, &e);
+        const char *in[3] = {"x", "w", "b"}, *out[1] = {"y"};
+        int k = sh_graph_add_node(g, "Conv", "conv", q->bias ? 3 : 2, in, 1, out, &e);
+        int64_t pads[4] = {q->p, q->p, q->p, q->p}, st[2] = {q->s, q->s}, dl[2] = {q->d, q->d};
+        sh_node_set_ints(g, k, "pads", 4, pads);
+        sh_node_set_ints(g, k, "strides", 2, st);
+        sh_node_set_ints(g, k, "dilations", 2, dl);
+        sh_node_set_int(g, k, "group", q->g);
+        if (q->relu) sh_node_set_string(g, k, "activation", "Relu");
+        sh_graph_mark_output(g, "y", &e);
+        int64_t x1[4] = {q->n, q->c, q->h, q->w};
+        sh_tensor *x = gradcheck_rand(4, x1, 60 + ci, -1, 1);
+        int ek = (q->k - 1) * q->d + 1, OH = (q->h + 2 * q->p - ek) / q->s + 1, OW = (q->w + 2 * q->p - ek) / q->s + 1;
+        float *ref = malloc(sizeof(float) * (size_t)(q->n * q->m * OH * OW));
+        naive_conv(q, sh_f32(x), sh_f32(wt), q->bias ? sh_f32(bt) : NULL, ref, OH, OW);
+        for (int th = 1; th <= 2; th++)
+            for (int rep = 0; rep < 2; rep++) { /* the second run uses the packed-weight cache */
+                sh_run_opts o = {.nthreads = th};
+                sh_program *p = NULL;
+                CHECK_OK(sh_program_new(g, &o, &p, &e), &e);
+                const sh_tensor *ins[1] = {x};
+                CHECK_OK(sh_program_run(p, ins, 1, &e), &e);
+                if (rep) CHECK_OK(sh_program_run(p, ins, 1, &e), &e);
+                sh_tensor *y = sh_program_output(p, 0);
+                CHECK(y && sh_tensor_numel(y) == (int64_t)q->n * q->m * OH * OW);
+                double md = 0;
+                for (int64_t i = 0; y && i < sh_tensor_numel(y); i++) {
+                    double d = fabs((double)sh_f32(y)[i] - ref[i]);
+                    if (!(d <= md)) md = d;
+                }
+                CHECK_MSG(md < 1e-4, "config %zu, %d threads: max |diff| %g", ci, th, md);
+                sh_program_free(p);
+            }
+        /* a changed weight (same pointer) is re-packed */
+        sh_run_opts o = {.nthreads = 1};
+        sh_program *p = NULL;
+        CHECK_OK(sh_program_new(g, &o, &p, &e), &e);
+        const sh_tensor *ins[1] = {x};
+        CHECK_OK(sh_program_run(p, ins, 1, &e), &e);
+        for (int64_t i = 0; i < sh_tensor_numel(wt); i++) sh_f32(wt)[i] *= -1.0f;
+        naive_conv(q, sh_f32(x), sh_f32(wt), q->bias ? sh_f32(bt) : NULL, ref, OH, OW);
+        CHECK_OK(sh_program_run(p, ins, 1, &e), &e);
+        sh_tensor *y = sh_program_output(p, 0);
+        for (int64_t i = 0; i < sh_tensor_numel(y); i += 7) CHECK_NEAR(sh_f32(y)[i], ref[i], 1e-4);
+        sh_program_free(p);
+        free(ref);
+        sh_tensor_free(x);
+        sh_graph_free(g);
+    }
+}

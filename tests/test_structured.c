@@ -531,3 +531,51 @@ TEST(structured_llama_ffn_hidden_units)
     sh_graph_free(p);
     sh_graph_free(g);
 }
+
+TEST(structured_remove_residual_block)
+{
+    sh_error err = {0};
+    sh_graph *g = NULL;
+    CHECK_OK(sh_model_build("cnn", 12, &g, &err), &err);
+    randomize_bn(g, 4);
+    /* the branch res.a -> res.b outputs exactly 0: res.b.bn gamma = beta = 0 */
+    sh_tensor *ga = init_of(g, "res.b.bn.weight"), *be = init_of(g, "res.b.bn.bias");
+    memset(ga->data, 0, ga->nbytes);
+    memset(be->data, 0, be->nbytes);
+    sh_prune_opts o;
+    sh_prune_opts_default(&o);
+    o.ratio = 0.9; /* round(0.9 * 1 block) = 1 */
+    sh_graph *p = NULL;
+    sh_prune_report rep;
+    CHECK_OK(sh_prune_blocks(g, &o, &p, &rep, &err), &err);
+    if (!p) return;
+    /* res.a.conv + bn + res.b.conv + bn: 2 * (36864 + 256) parameters */
+    CHECK(sh_graph_param_count(p) == 168874 - 74240);
+    CHECK(rep.params_after == 168874 - 74240);
+    CHECK(sh_graph_find(p, "res.a.conv.weight") < 0 || !p->values[sh_graph_find(p, "res.a.conv.weight")].init);
+    int ra = -1;
+    for (int i = 0; i < rep.n_layers; i++)
+        if (!strcmp(rep.layers[i].name, "res.a.conv")) ra = i;
+    CHECK(ra >= 0 && rep.layers[ra].params_after == 0 && strstr(rep.layers[ra].note, "res.add") != NULL);
+    int adds = 0;
+    for (int i = 0; i < p->n_nodes; i++) adds += !strcmp(p->nodes[i].op, "Add") || !strcmp(p->nodes[i].op, "Identity");
+    CHECK_MSG(adds == 0 && p->n_nodes == g->n_nodes - 6, "adds %d, nodes %d of %d", adds, p->n_nodes, g->n_nodes);
+    check_equivalent(g, p, 1e-5);
+    onnx_roundtrip(p, "cnn_noblock.onnx");
+    sh_prune_report_free(&rep);
+    sh_graph_free(p);
+    /* by name; a name that is not a block is an error; ratio 0.4 rounds to 0 */
+    o.include = "res.add";
+    CHECK_OK(sh_prune_blocks(g, &o, &p, NULL, &err), &err);
+    CHECK(p && sh_graph_param_count(p) == 168874 - 74240);
+    sh_graph_free(p);
+    o.include = "layer4.conv";
+    CHECK(sh_prune_blocks(g, &o, &p, NULL, &err) == SH_EINVAL && !p);
+    CHECK(strstr(err.msg, "'layer4.conv' is not the Add of a residual block") != NULL);
+    o.include = NULL;
+    o.ratio = 0.4;
+    CHECK_OK(sh_prune_blocks(g, &o, &p, NULL, &err), &err);
+    CHECK(p && sh_graph_param_count(p) == 168874);
+    sh_graph_free(p);
+    sh_graph_free(g);
+}

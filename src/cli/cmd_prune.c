@@ -29,6 +29,9 @@ static void usage(FILE *f)
             "  --structured channels  remove whole output channels / neurons: every\n"
             "                         consumer shrinks (BN, next Conv, Gemm after Flatten,\n"
             "                         residual Add groups); the model gets smaller and faster\n"
+            "  --structured blocks    remove whole residual blocks (identity shortcuts): the\n"
+            "                         --ratio of them with the smallest output scale, or the\n"
+            "                         Add nodes named by --include\n"
             "  --include L1,L2        only these layers (node or weight names)\n"
             "  --exclude L1,L2        not these layers\n"
             "  --skip-first, --skip-last   leave the first / last prunable layer alone\n"
@@ -130,8 +133,9 @@ int cmd_prune(int argc, char **argv)
     } else
         return cli_usage(cmd, "unknown --method '%s' (l1, l2, taylor, nm)", method);
     if (have_n != have_m && strcmp(method, "nm")) return cli_usage(cmd, "--n and --m go together");
-    if (structured && strcmp(structured, "channels"))
-        return cli_usage(cmd, "unknown --structured '%s' (channels)", structured);
+    int blocks = structured && !strcmp(structured, "blocks");
+    if (structured && strcmp(structured, "channels") && !blocks)
+        return cli_usage(cmd, "unknown --structured '%s' (channels, blocks)", structured);
     if (o.method == SH_PRUNE_TAYLOR && !calib) return cli_usage(cmd, "--method taylor needs --calib SPEC");
     if (strcmp(in, out) == 0) return cli_usage(cmd, "IN and OUT are the same file");
 
@@ -150,7 +154,9 @@ int cmd_prune(int argc, char **argv)
     o.calib = d;
     sh_prune_report r;
     double t0 = sh_now();
-    int rc = structured ? sh_prune_channels(g, &o, &p, &r, &err) : sh_prune(g, &o, &p, &r, &err);
+    int rc = blocks       ? sh_prune_blocks(g, &o, &p, &r, &err)
+             : structured ? sh_prune_channels(g, &o, &p, &r, &err)
+                          : sh_prune(g, &o, &p, &r, &err);
     double secs = sh_now() - t0;
     if (!rc) rc = sh_model_save(p, out, &err);
     if (rc) {
@@ -172,7 +178,7 @@ int cmd_prune(int argc, char **argv)
         json_str(in);
         printf(", \"output\": ");
         json_str(out);
-        printf(", \"mode\": \"%s\", \"method\": \"%s\", \"layers\": [", structured ? "channels" : o.m ? "nm" : "unstructured",
+        printf(", \"mode\": \"%s\", \"method\": \"%s\", \"layers\": [", structured ? structured : o.m ? "nm" : "unstructured",
                method);
         for (int i = 0; i < r.n_layers; i++) {
             const sh_prune_layer *l = &r.layers[i];
@@ -203,7 +209,8 @@ int cmd_prune(int argc, char **argv)
             const sh_prune_layer *l = &r.layers[i];
             printf("%-22s %-7s %-18s %-18s %8.1f%% %8.1f%% %10lld %10lld%s%s\n", l->name, l->op,
                    sh_shape_str(l->ndim_before, l->shape_before, s1, sizeof s1),
-                   sh_shape_str(l->ndim_after, l->shape_after, s2, sizeof s2), 100 * l->sparsity_before,
+                   l->ndim_after ? sh_shape_str(l->ndim_after, l->shape_after, s2, sizeof s2) : "-",
+                   100 * l->sparsity_before,
                    100 * l->sparsity_after, (long long)l->params_before, (long long)l->params_after,
                    l->note[0] ? "  " : "", l->note);
         }

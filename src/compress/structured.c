@@ -695,3 +695,240 @@ out:
     sh_graph_free(g);
     return rc;
 }
+
+/* ---- whole residual blocks ------------------------------------------------
+ * A residual block is an Add(b, s) whose input b is computed from s by a
+ * branch of nodes that nothing else reads (an identity shortcut).  Removing
+ * it leaves x -> s -> (what read the Add).  Data-free score: the L2 norm of
+ * the branch's output scale (its last BatchNormalization's
+ * |gamma| / sqrt(var + eps)), else of its last layer's weight. */
+
+static void free_node_fields(sh_node *n)
+{
+    free(n->name);
+    free(n->op);
+    free(n->domain);
+    free(n->in);
+    free(n->out);
+    for (int i = 0; i < n->n_attrs; i++) {
+        sh_attr *a = &n->attrs[i];
+        free(a->name), free(a->s), free(a->ints), free(a->floats);
+        sh_tensor_free(a->t);
+    }
+    free(n->attrs);
+}
+
+/* reach[n] = 1 for nodes reachable forward from value s */
+static void forward_from(const sh_graph *g, int s, unsigned char *reach)
+{
+    for (int i = 0; i < g->n_nodes; i++) {
+        const sh_node *nd = &g->nodes[i];
+        int hit = 0;
+        for (int j = 0; j < nd->n_in && !hit; j++) {
+            int v = nd->in[j];
+            if (v < 0) continue;
+            if (v == s) hit = 1;
+            else if (g->values[v].producer >= 0 && reach[g->values[v].producer]) hit = 1;
+        }
+        reach[i] = (unsigned char)hit;
+    }
+}
+
+/* Nodes of the branch s -> b of Add node k (br[n] = 1); 0 if it is not a
+ * removable identity-shortcut block. */
+static int branch_of(const sh_graph *g, int k, int s, int b, unsigned char *br, unsigned char *tmp)
+{
+    int pb = g->values[b].producer;
+    if (pb < 0) return 0;
+    forward_from(g, s, tmp);
+    if (!tmp[pb]) return 0;
+    /* backward from b within tmp */
+    memset(br, 0, (size_t)g->n_nodes);
+    br[pb] = 1;
+    for (int i = pb; i >= 0; i--) {
+        if (!br[i]) continue;
+        const sh_node *nd = &g->nodes[i];
+        for (int j = 0; j < nd->n_in; j++) {
+            int v = nd->in[j];
+            if (v < 0 || v == s) continue;
+            int p = g->values[v].producer;
+            if (p < 0) {
+                if (!g->values[v].init) return 0; /* reads a graph input */
+                continue;
+            }
+            if (!tmp[p]) return 0; /* reads something computed outside the branch */
+            br[p] = 1;
+        }
+    }
+    /* nothing outside the branch (but the Add) reads a branch value */
+    for (int i = 0; i < g->n_nodes; i++) {
+        if (br[i] || i == k) continue;
+        const sh_node *nd = &g->nodes[i];
+        for (int j = 0; j < nd->n_in; j++)
+            if (nd->in[j] >= 0 && g->values[nd->in[j]].producer >= 0 && br[g->values[nd->in[j]].producer]) return 0;
+    }
+    for (int i = 0; i < g->n_outputs; i++) {
+        int p = g->values[g->outputs[i]].producer;
+        if (p >= 0 && br[p]) return 0;
+    }
+    return 1;
+}
+
+static double branch_score(const sh_graph *g, int pb, int method)
+{
+    const sh_node *nd = &g->nodes[pb];
+    double acc = 0;
+    if (!strcmp(nd->op, "BatchNormalization") && nd->n_in == 5 && is_init_f32(g, nd->in[1]) && is_init_f32(g, nd->in[4])) {
+        const sh_tensor *ga = g->values[nd->in[1]].init, *var = g->values[nd->in[4]].init;
+        float eps = sh_attr_float(nd, "epsilon", 1e-5f);
+        for (int64_t c = 0; c < sh_tensor_numel(ga); c++) {
+            double v = fabs(sh_f32(ga)[c]) / sqrt((double)sh_f32(var)[c] + eps);
+            acc += method == SH_PRUNE_L1 ? v : v * v;
+        }
+    } else if (nd->n_in > 1 && is_init_f32(g, nd->in[1])) {
+        const sh_tensor *w = g->values[nd->in[1]].init;
+        for (int64_t e = 0; e < sh_tensor_numel(w); e++) {
+            double v = fabs(sh_f32(w)[e]);
+            acc += method == SH_PRUNE_L1 ? v : v * v;
+        }
+    } else
+        return INFINITY; /* no way to tell: keep */
+    return method == SH_PRUNE_L1 ? acc : sqrt(acc);
+}
+
+int sh_prune_blocks(const sh_graph *g0, const sh_prune_opts *o, sh_graph **out, sh_prune_report *rep, sh_error *err)
+{
+    *out = NULL;
+    if (rep) memset(rep, 0, sizeof *rep);
+    int rc = sh_prune_check_opts(o, err);
+    if (rc) return rc;
+    sh_graph *g = sh_graph_clone(g0, err);
+    if (!g) return err ? err->code : SH_ENOMEM;
+    sh_layer *L = NULL;
+    int nl = 0, nb = 0;
+    sh_prune_report r = {0};
+    int nn = g->n_nodes;
+    unsigned char *brs = NULL, *tmp = NULL, *dead = calloc((size_t)nn + 1, 1);
+    int *add = malloc(sizeof(int) * (size_t)(nn + 1)), *sc_s = malloc(sizeof(int) * (size_t)(nn + 1));
+    float *score = malloc(sizeof(float) * (size_t)(nn + 1));
+    unsigned char *rm = calloc((size_t)nn + 1, 1);
+    brs = malloc((size_t)nn * (size_t)nn + 1); /* one row per block found (at most nn) */
+    tmp = malloc((size_t)nn + 1);
+    if (!dead || !add || !sc_s || !score || !rm || !brs || !tmp) {
+        rc = sh_err(err, SH_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = sh_graph_check(g, err))) goto out;
+    if ((rc = sh_prunable_layers(g, &L, &nl, err))) goto out;
+    if (rep && (rc = sh_prune_report_begin(&r, g, L, nl, err))) goto out;
+    for (int k = 0; k < g->n_nodes; k++) {
+        const sh_node *nd = &g->nodes[k];
+        if (strcmp(nd->op, "Add") || nd->n_in != 2 || nd->in[0] < 0 || nd->in[1] < 0) continue;
+        for (int t = 0; t < 2; t++) {
+            int b = nd->in[t], s = nd->in[1 - t];
+            if (g->values[b].init || g->values[s].init) break;
+            if (!branch_of(g, k, s, b, brs + (size_t)nb * (size_t)nn, tmp)) continue;
+            add[nb] = k;
+            sc_s[nb] = t;
+            score[nb] = (float)branch_score(g, g->values[b].producer, o->method);
+            nb++;
+            break;
+        }
+    }
+    /* choose */
+    int named = o->include && *o->include;
+    if (named) {
+        const char *p = o->include;
+        while (*p) {
+            const char *e = strchr(p, ',');
+            size_t len = e ? (size_t)(e - p) : strlen(p);
+            int found = 0;
+            for (int i = 0; i < nb; i++)
+                if (strlen(g->nodes[add[i]].name) == len && !strncmp(g->nodes[add[i]].name, p, len)) rm[i] = 1, found = 1;
+            if (!found && len) {
+                rc = sh_err(err, SH_EINVAL, "'%.*s' is not the Add of a residual block with an identity shortcut "
+                            "(%d such blocks)", (int)len, p, nb);
+                goto out;
+            }
+            if (!e) break;
+            p = e + 1;
+        }
+    } else if (o->threshold >= 0) {
+        for (int i = 0; i < nb; i++) rm[i] = score[i] < o->threshold;
+    } else if (nb && sh_select_smallest(score, nb, sh_prune_count(o->ratio, nb), rm)) {
+        rc = sh_err(err, SH_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < nb; i++)
+        if (rm[i] && sh_name_in_list(o->exclude, g->nodes[add[i]].name, NULL)) rm[i] = 0;
+    /* rewrite: branch nodes die, the Add becomes Identity(s) (removed below) */
+    for (int i = 0; i < nb; i++) {
+        if (!rm[i]) continue;
+        sh_node *nd = &g->nodes[add[i]];
+        int s = nd->in[1 - sc_s[i]];
+        const unsigned char *br = brs + (size_t)i * (size_t)nn;
+        for (int n = 0; n < nn; n++) {
+            if (!br[n]) continue;
+            dead[n] = 1;
+            if (rep)
+                for (int l = 0; l < nl; l++)
+                    if (L[l].node == n) snprintf(r.layers[l].note, sizeof r.layers[l].note, "removed with block '%s'",
+                                                 nd->name);
+        }
+        char *op = strdup("Identity");
+        if (!op) {
+            rc = sh_err(err, SH_ENOMEM, "out of memory");
+            goto out;
+        }
+        free(nd->op);
+        nd->op = op;
+        nd->in[0] = s;
+        nd->n_in = 1;
+    }
+    int k = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        if (dead[i]) {
+            free_node_fields(&g->nodes[i]);
+            continue;
+        }
+        if (k != i) g->nodes[k] = g->nodes[i];
+        k++;
+    }
+    g->n_nodes = k;
+    /* initializers nobody reads any more are dropped */
+    for (int v = 0; v < g->n_values; v++) {
+        if (!g->values[v].init) continue;
+        int used = 0;
+        for (int i = 0; i < g->n_nodes && !used; i++)
+            for (int j = 0; j < g->nodes[i].n_in; j++) used |= g->nodes[i].in[j] == v;
+        for (int i = 0; i < g->n_outputs; i++) used |= g->outputs[i] == v;
+        if (!used && !(g0->values[v].init && !value_used(g0, v))) {
+            sh_tensor_free(g->values[v].init);
+            g->values[v].init = NULL;
+        }
+    }
+    if ((rc = sh_graph_remove_identities(g, err)) || (rc = sh_graph_check(g, err))) {
+        sh_error_wrap(err, "removing residual blocks");
+        goto out;
+    }
+    if (rep) {
+        sh_prune_report_end(&r, g);
+        for (int l = 0; l < nl; l++)
+            if (r.layers[l].note[0]) {
+                r.layers[l].pruned = 1;
+                r.layers[l].params_after = 0;
+                r.layers[l].ndim_after = 0;
+                r.layers[l].zeros_after = 0;
+            }
+        *rep = r;
+        r.layers = NULL;
+    }
+    *out = g;
+    g = NULL;
+out:
+    free(L);
+    free(dead), free(add), free(sc_s), free(score), free(rm), free(brs), free(tmp);
+    sh_prune_report_free(&r);
+    sh_graph_free(g);
+    return rc;
+}

@@ -23,6 +23,11 @@ grep -q '42970' "$T/info" || fail "pruned cnn reloads with 42970 parameters: $(h
 grep -q "61706 -> 15738 parameters" "$T/out" && echo "ok:   lenet5 table and totals" || fail "lenet5 table: $(cat "$T/out")"
 grep -q "outputs kept: its channels reach the graph output" "$T/out" || fail "fc3 note missing: $(cat "$T/out")"
 
+"$SH" prune cnn -o "$T/b.onnx" --structured blocks --include res.add >"$T/out" 2>"$T/err" \
+  || fail "structured blocks: $(cat "$T/err")"
+grep -q "168874 -> 94634 parameters" "$T/out" && grep -q "removed with block 'res.add'" "$T/out" \
+  && echo "ok:   cnn without its residual block" || fail "blocks table: $(cat "$T/out")"
+
 "$SH" prune mlp -o "$T/m.onnx" --ratio 0.9 --global --json >"$T/out" 2>"$T/err" || fail "global l1: $(cat "$T/err")"
 grep -q '"params_after": 266610' "$T/out" && grep -q '"sparsity_after": 0.900000' "$T/out" \
   && echo "ok:   global 90% keeps shapes, 90% zeros" || fail "global l1 report: $(head -c 400 "$T/out")"
