@@ -332,7 +332,10 @@ int sh_graph_optimize(sh_graph *g, int level, sh_error *err);
 typedef struct sh_program sh_program;
 
 typedef struct sh_run_opts {
-    int nthreads;       /* 0: all cores */
+    int nthreads;       /* 0: all cores (OpenMP; on a machine shared with other
+                           busy processes OMP_WAIT_POLICY=passive can help
+                           batched runs, while the default spinning gives the
+                           best batch-1 latency) */
     int training;       /* keep activations, BN batch stats, dropout active */
     uint64_t seed;      /* dropout and other randomness */
     int no_optimize;    /* inference: run g as it is (no sh_graph_optimize) */

@@ -44,6 +44,6 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(argv[1], commands[i].name) == 0) return commands[i].fn(argc - 1, argv + 1);
-    fprintf(stderr, "shrink: unknown command '%s' (see shrink --help)\n", argv[1]);
+    fprintf(stderr, "shrink: error: unknown command '%s' (see shrink --help)\n", argv[1]);
     return EXIT_USAGE;
 }

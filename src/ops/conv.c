@@ -1,7 +1,10 @@
 /* conv.c - Conv (1-D and 2-D, groups, strides, pads, dilations, auto_pad):
- * im2col + sgemm, a direct path for 1x1 convolutions and for depthwise
- * convolutions; backward via col2im.  Also the window geometry shared with
- * the pooling ops. */
+ * a direct AVX-512 kernel over output channels (>= 16 per group, stride 1
+ * or 2: the path of the small CNNs, batch 1 and batches), a direct AVX2
+ * kernel over positions (stride 1, fewer output channels), im2col + sgemm
+ * otherwise, sgemm for 1x1 convolutions and a direct depthwise loop;
+ * backward via col2im.  Also the window geometry shared with the pooling
+ * ops. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -493,14 +496,19 @@ static uint32_t oc_checksum(const float *w, int64_t n)
     const uint32_t *u = (const uint32_t *)w;
     uint32_t s = (uint32_t)n;
     if (n <= 4096) {
-        for (int64_t i = 0; i < n; i++) s = (s ^ u[i]) * 0x9E3779B1u + (uint32_t)i;
+        for (int64_t i = 0; i < n; i++) {
+            s = (s ^ u[i]) * 0x9E3779B1u;
+            s ^= s >> 16;
+        }
         return s;
     }
     for (int64_t k = 0; k < 512; k++) {
         int64_t i = k * (n / 512) + (k * 7919) % (n / 512);
-        s = (s ^ u[i]) * 0x9E3779B1u + (uint32_t)k;
+        s = (s ^ u[i]) * 0x9E3779B1u;
+        s ^= s >> 16;
     }
-    return s ^ u[n - 1];
+    s = (s ^ u[n - 1]) * 0x9E3779B1u;
+    return s ^ (s >> 16);
 }
 
 #define OC_TILE_DEF(MB, SW, NP)                                                                                       \

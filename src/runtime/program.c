@@ -37,6 +37,7 @@ struct sh_program {
     size_t arena, unplanned;
     void **state;           /* per node */
     const sh_op_def **defs; /* per node: its op row (looked up once) */
+    int write_shapes;       /* plan() records inferred shapes in the graph */
     int64_t pos;
     uint64_t run_count;
     void *scratch;
@@ -358,6 +359,9 @@ static int plan(sh_program *p, const sh_tensor *const *inputs, sh_error *err)
         for (int j = 0; j < n->n_out; j++) {
             if (!out[j]) continue;
             out[j]->nbytes = sh_format_bytes(out[j]->fmt, sh_tensor_numel(out[j]));
+            /* Only sh_graph_infer_shapes records shapes in the graph: a run
+             * at one batch size must not bake that batch into the model. */
+            if (!p->write_shapes) continue;
             sh_value *v = &g->values[n->out[j]];
             v->fmt = out[j]->fmt;
             v->ndim = out[j]->ndim;
@@ -689,6 +693,7 @@ int sh_graph_infer_shapes(sh_graph *g, const sh_tensor *const *inputs, sh_error 
     if (!rc) rc = sh_program_new(g, &ro, &p, err);
     if (!rc) {
         p->opts.nthreads = 1;
+        p->write_shapes = 1;
         rc = plan(p, (const sh_tensor *const *)use, err);
     }
     sh_program_free(p);

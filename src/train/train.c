@@ -274,11 +274,11 @@ int sh_train(sh_graph *g, const sh_dataset *train, const sh_dataset *val, const 
         rc = t.x ? sh_err(err, SH_ENOMEM, "out of memory") : (err ? err->code : SH_ENOMEM);
         goto out;
     }
-    sh_run_opts ro = {o->nthreads, 1, o->seed};
+    sh_run_opts ro = {.nthreads = o->nthreads, .training = 1, .seed = o->seed};
     rc = sh_program_new(g, &ro, &p, err);
     if (rc) goto out;
     if (val) {
-        sh_run_opts vo = {o->nthreads, 0, o->seed};
+        sh_run_opts vo = {.nthreads = o->nthreads, .training = 0, .seed = o->seed};
         rc = sh_program_new(g, &vo, &vp, err);
         if (rc) goto out;
     }
@@ -384,7 +384,13 @@ int sh_train(sh_graph *g, const sh_dataset *train, const sh_dataset *val, const 
             double vm = -1;
             if (vp && completed) {
                 double v0 = sh_now();
-                rc = validate(vp, &t, val, o->limit_val, &vm, err);
+                /* a fresh inference program each time: it optimizes (BN
+                 * folding) a copy of the weights as they are now */
+                sh_program_free(vp);
+                vp = NULL;
+                sh_run_opts vo = {.nthreads = o->nthreads, .training = 0, .seed = o->seed};
+                rc = sh_program_new(g, &vo, &vp, err);
+                if (!rc) rc = validate(vp, &t, val, o->limit_val, &vm, err);
                 val_s += sh_now() - v0;
                 if (rc) goto out;
                 rep->val_metric = vm;
