@@ -566,7 +566,7 @@ static int oc_ok(const conv_geom *g)
 {
     const sh_win *w = &g->w;
     if (g->depthwise || g->pointwise || g->Mg < 16 || (w->sw != 1 && w->sw != 2) || w->kh * w->kw > 64) return 0;
-    if (g->Kc < 16) return 0; /* too few taps per tile: im2col + sgemm does better */
+    if (g->Kc < 16 && g->w.N == 1) return 0; /* few taps per tile: im2col + sgemm does better at batch 1 */
     /* SHRINK_CPU=ref / avx2 (see sh_cpu_level) turns this path off */
     const char *lv = getenv("SHRINK_CPU");
     if (lv && *lv && strcmp(lv, "avx512") != 0) return 0;
