@@ -2,7 +2,7 @@
  * small CNNs shrink trains on 28x28 images ("cnn" and "lenet5"), forward at
  * batch 1 and 64, and forward+backward in a training program.
  *
- *   cc -O2 -fopenmp -Iinclude bench/bench_conv.c BUILD/libshrink.a -lprotobuf-c -lopenblas -lz -lm -o bench_conv
+ *   cc -O2 -fopenmp -Iinclude bench/bench_conv.c BUILD/libshrink.a -lprotobuf-c -L/usr/lib/x86_64-linux-gnu/openblas-openmp -Wl,-rpath,/usr/lib/x86_64-linux-gnu/openblas-openmp -lopenblas -lz -lm -o bench_conv
  *   bench_conv [--threads N] [--runs N] [--batch N] [--backward] [--onnx DIR]
  *
  * One line per layer: name, batch, threads, median and min ms, GFLOP/s.

@@ -1,7 +1,7 @@
 /* bench_sparse.c - sparse linear kernels vs dense f32 on a 4096x4096 Linear.
  *
- *   cc -O2 -fopenmp -Iinclude -Isrc -I/usr/include/x86_64-linux-gnu/openblas-pthread \
- *      bench/bench_sparse.c BUILD/libshrink.a -lprotobuf-c -lopenblas -lz -lm -o bench_sparse
+ *   cc -O2 -fopenmp -Iinclude -Isrc -I/usr/include/x86_64-linux-gnu/openblas-openmp \
+ *      bench/bench_sparse.c BUILD/libshrink.a -lprotobuf-c -L/usr/lib/x86_64-linux-gnu/openblas-openmp -Wl,-rpath,/usr/lib/x86_64-linux-gnu/openblas-openmp -lopenblas -lz -lm -o bench_sparse
  *   bench_sparse [--threads N] [--runs N] [--cold] [--cpu] [--n N] [--k K] [--batches 1,8,64]
  *
  * Prints storage bytes per format, then one line per measurement:

@@ -9,8 +9,8 @@ B=${1:-build}
 RUNS=${2:-15}
 cd "$(dirname "$0")/.."
 make --no-print-directory BUILD="$B" "$B/libshrink.a" >/dev/null
-cc -O2 -fopenmp -Iinclude -Isrc -I/usr/include/x86_64-linux-gnu/openblas-pthread \
-   bench/bench_sparse.c "$B/libshrink.a" -lprotobuf-c -lopenblas -lz -lm -lpthread -o "$B/bench_sparse"
+cc -O2 -fopenmp -Iinclude -Isrc -I/usr/include/x86_64-linux-gnu/openblas-openmp \
+   bench/bench_sparse.c "$B/libshrink.a" -lprotobuf-c -L/usr/lib/x86_64-linux-gnu/openblas-openmp -Wl,-rpath,/usr/lib/x86_64-linux-gnu/openblas-openmp -lopenblas -lz -lm -lpthread -o "$B/bench_sparse"
 for cache in "" --cold; do
   for t in 1 2; do
     env -u OPENBLAS_CORETYPE OMP_NUM_THREADS=$t "$B/bench_sparse" --threads $t --runs "$RUNS" $cache

@@ -9,7 +9,7 @@ set -u
 B=${1:-build}
 cd "$(dirname "$0")/.."
 [ -f "$B/libshrink.a" ] || { echo "bench: $B/libshrink.a not built (make bench builds it)" >&2; exit 1; }
-LIBS="-lprotobuf-c -lopenblas -lz -lm -lpthread"
+LIBS="-lprotobuf-c -L/usr/lib/x86_64-linux-gnu/openblas-openmp -Wl,-rpath,/usr/lib/x86_64-linux-gnu/openblas-openmp -lopenblas -lz -lm -lpthread"
 cc -std=c11 -O2 -fopenmp -Iinclude bench/bench_model.c "$B/libshrink.a" $LIBS -o "$B/bench_model" || exit 1
 if [ -f bench/bench_conv.c ]; then
   cc -std=c11 -O2 -fopenmp -Iinclude bench/bench_conv.c "$B/libshrink.a" $LIBS -o "$B/bench_conv" || exit 1

@@ -4,7 +4,7 @@
 # apt-get line and fails.
 set -u
 what=${1:-build}
-pkgs="build-essential pkg-config protobuf-c-compiler libprotobuf-c-dev libonnx-dev libopenblas-dev zlib1g-dev"
+pkgs="build-essential pkg-config protobuf-c-compiler libprotobuf-c-dev libonnx-dev libopenblas-openmp-dev zlib1g-dev"
 case "$what" in
   test)  pkgs="$pkgs libonnx-testdata dataset-fashion-mnist python3" ;;
   demo)  pkgs="$pkgs dataset-fashion-mnist" ;;
