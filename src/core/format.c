@@ -13,60 +13,15 @@ _Static_assert(sizeof(float) == 4, "f32 is 4 bytes");
 static void f32_to(const void *s, float *d, int64_t n) { memcpy(d, s, (size_t)n * 4); }
 static void f32_from(const float *s, void *d, int64_t n) { memcpy(d, s, (size_t)n * 4); }
 
-/* IEEE half <-> float, round to nearest even. */
-static float half_to_float(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, f;
-    if (exp == 0) {
-        if (man == 0) f = sign;
-        else { /* subnormal */
-            exp = 127 - 15 + 1;
-            while (!(man & 0x400)) { man <<= 1; exp--; }
-            man &= 0x3ff;
-            f = sign | (exp << 23) | (man << 13);
-        }
-    } else if (exp == 31) f = sign | 0x7f800000u | (man << 13);
-    else f = sign | ((exp + 127 - 15) << 23) | (man << 13);
-    float r;
-    memcpy(&r, &f, 4);
-    return r;
-}
-
-static uint16_t float_to_half(float x)
-{
-    uint32_t f;
-    memcpy(&f, &x, 4);
-    uint32_t sign = (f >> 16) & 0x8000;
-    int32_t exp = (int32_t)((f >> 23) & 0xff);
-    uint32_t man = f & 0x7fffff;
-    if (exp == 255) return (uint16_t)(sign | 0x7c00 | (man ? 0x200 : 0));
-    int32_t e = exp - 127 + 15;
-    if (e >= 31) return (uint16_t)(sign | 0x7c00);
-    if (e <= 0) {
-        if (e < -10) return (uint16_t)sign;
-        man |= 0x800000;
-        int shift = 14 - e;
-        uint32_t half_man = man >> shift;
-        uint32_t rem = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
-        if (rem > mid || (rem == mid && (half_man & 1))) half_man++;
-        return (uint16_t)(sign | half_man);
-    }
-    uint32_t h = sign | ((uint32_t)e << 10) | (man >> 13);
-    uint32_t rem = man & 0x1fff;
-    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;
-    return (uint16_t)h;
-}
-
 static void f16_to(const void *s, float *d, int64_t n)
 {
     const uint16_t *p = s;
-    for (int64_t i = 0; i < n; i++) d[i] = half_to_float(p[i]);
+    for (int64_t i = 0; i < n; i++) d[i] = sh_h2f(p[i]);
 }
 static void f16_from(const float *s, void *d, int64_t n)
 {
     uint16_t *p = d;
-    for (int64_t i = 0; i < n; i++) p[i] = float_to_half(s[i]);
+    for (int64_t i = 0; i < n; i++) p[i] = sh_f2h(s[i]);
 }
 static void bf16_to(const void *s, float *d, int64_t n)
 {

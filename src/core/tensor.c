@@ -67,8 +67,20 @@ sh_tensor *sh_tensor_view(sh_format fmt, int ndim, const int64_t *shape, void *d
 
 sh_tensor *sh_tensor_clone(const sh_tensor *src, sh_error *err)
 {
-    sh_tensor *t = sh_tensor_new(src->fmt, src->ndim, src->shape, err);
-    if (t && src->data && src->nbytes) memcpy(t->data, src->data, src->nbytes);
+    /* nbytes, not the shape, sizes the copy: packed (sparse) formats carry
+     * their own size */
+    sh_tensor *t = sh_tensor_view(src->fmt, src->ndim, src->shape, NULL, err);
+    if (!t) return NULL;
+    t->nbytes = src->nbytes;
+    t->data = aligned_alloc(64, (src->nbytes + 63) / 64 * 64 + 64); /* sparse layouts align their arrays */
+    if (!t->data) {
+        free(t);
+        sh_err(err, SH_ENOMEM, "out of memory copying a tensor of %zu bytes", src->nbytes);
+        return NULL;
+    }
+    t->owns = 1;
+    if (src->data && src->nbytes) memcpy(t->data, src->data, src->nbytes);
+    else memset(t->data, 0, src->nbytes ? src->nbytes : 1);
     return t;
 }
 

@@ -5,6 +5,7 @@
 
 #include "shrink.h"
 #include "../ops/ops.h"
+#include "graph_internal.h"
 
 static char *xstrdup(const char *s)
 {
@@ -365,7 +366,9 @@ static int copy_attr(sh_attr *d, const sh_attr *s)
     return SH_OK;
 }
 
-sh_graph *sh_graph_clone(const sh_graph *g, sh_error *err)
+sh_graph *sh_graph_clone(const sh_graph *g, sh_error *err) { return sh_graph_copy(g, 0, err); }
+
+sh_graph *sh_graph_copy(const sh_graph *g, int share_weights, sh_error *err)
 {
     sh_graph *c = calloc(1, sizeof *c);
     if (!c) goto oom;
@@ -386,7 +389,13 @@ sh_graph *sh_graph_clone(const sh_graph *g, sh_error *err)
         d->init = NULL;
         c->n_values = i + 1;
         if (!(d->name = xstrdup(s->name))) goto oom;
-        if (s->init && !(d->init = sh_tensor_clone(s->init, err))) goto oom;
+        if (s->init) {
+            const sh_tensor *t = s->init;
+            d->init = share_weights ? sh_tensor_view(t->fmt, t->ndim, t->shape, t->data, err)
+                                    : sh_tensor_clone(t, err);
+            if (!d->init) goto oom;
+            d->init->nbytes = t->nbytes; /* packed formats: the real size */
+        }
     }
     for (int i = 0; i < g->n_nodes; i++) {
         const sh_node *s = &g->nodes[i];

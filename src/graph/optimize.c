@@ -16,16 +16,8 @@
 
 #include "shrink.h"
 #include "optimize.h"
+#include "graph_internal.h"
 #include "../ops/ops.h"
-
-static char *xstrdup(const char *s)
-{
-    if (!s) return NULL;
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d) memcpy(d, s, n);
-    return d;
-}
 
 /* ---- fold records (kept by the runtime to re-derive weights) --------- */
 
@@ -525,91 +517,6 @@ int sh_graph_optimize(sh_graph *g, int level, sh_error *err)
 
 /* ---- copies for the runtime ---------------------------------------------- */
 
-static int copy_attr(sh_attr *d, const sh_attr *s)
-{
-    memset(d, 0, sizeof *d);
-    d->name = xstrdup(s->name);
-    d->type = s->type;
-    d->i = s->i;
-    d->f = s->f;
-    d->n = s->n;
-    if (!d->name) return SH_ENOMEM;
-    if (s->s && !(d->s = xstrdup(s->s))) return SH_ENOMEM;
-    if (s->ints) {
-        d->ints = malloc(sizeof(int64_t) * (size_t)(s->n > 0 ? s->n : 1));
-        if (!d->ints) return SH_ENOMEM;
-        memcpy(d->ints, s->ints, sizeof(int64_t) * (size_t)s->n);
-    }
-    if (s->floats) {
-        d->floats = malloc(sizeof(float) * (size_t)(s->n > 0 ? s->n : 1));
-        if (!d->floats) return SH_ENOMEM;
-        memcpy(d->floats, s->floats, sizeof(float) * (size_t)s->n);
-    }
-    if (s->t && !(d->t = sh_tensor_clone(s->t, NULL))) return SH_ENOMEM;
-    return SH_OK;
-}
-
-/* Like sh_graph_clone, but initializers are views of src's memory. */
-static sh_graph *shallow_copy(const sh_graph *g, sh_error *err)
-{
-    sh_graph *c = calloc(1, sizeof *c);
-    if (!c) goto oom;
-    c->name = xstrdup(g->name);
-    c->opset = g->opset;
-    c->values = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof *c->values);
-    c->nodes = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), sizeof *c->nodes);
-    c->inputs = malloc(sizeof(int) * (size_t)(g->n_inputs + 1));
-    c->outputs = malloc(sizeof(int) * (size_t)(g->n_outputs + 1));
-    if (!c->name || !c->values || !c->nodes || !c->inputs || !c->outputs) goto oom;
-    c->cap_values = g->n_values ? g->n_values : 1;
-    c->cap_nodes = g->n_nodes ? g->n_nodes : 1;
-    for (int i = 0; i < g->n_values; i++) {
-        const sh_value *s = &g->values[i];
-        sh_value *d = &c->values[i];
-        *d = *s;
-        d->name = NULL;
-        d->init = NULL;
-        c->n_values = i + 1;
-        if (!(d->name = xstrdup(s->name))) goto oom;
-        if (s->init) {
-            const sh_tensor *t = s->init;
-            d->init = sh_tensor_view(t->fmt, t->ndim, t->shape, t->data, err);
-            if (!d->init) goto oom;
-            d->init->nbytes = t->nbytes; /* packed formats: the real size */
-        }
-    }
-    for (int i = 0; i < g->n_nodes; i++) {
-        const sh_node *s = &g->nodes[i];
-        sh_node *d = &c->nodes[i];
-        c->n_nodes = i + 1;
-        d->n_in = s->n_in;
-        d->n_out = s->n_out;
-        d->name = xstrdup(s->name);
-        d->op = xstrdup(s->op);
-        d->domain = xstrdup(s->domain ? s->domain : "");
-        d->in = malloc(sizeof(int) * (size_t)(s->n_in + 1));
-        d->out = malloc(sizeof(int) * (size_t)(s->n_out + 1));
-        d->attrs = calloc((size_t)(s->n_attrs + 1), sizeof(sh_attr));
-        if (!d->name || !d->op || !d->domain || !d->in || !d->out || !d->attrs) goto oom;
-        memcpy(d->in, s->in, sizeof(int) * (size_t)s->n_in);
-        memcpy(d->out, s->out, sizeof(int) * (size_t)s->n_out);
-        for (int a = 0; a < s->n_attrs; a++) {
-            d->n_attrs = a + 1;
-            if (copy_attr(&d->attrs[a], &s->attrs[a])) goto oom;
-        }
-    }
-    c->n_inputs = g->n_inputs;
-    c->n_outputs = g->n_outputs;
-    memcpy(c->inputs, g->inputs, sizeof(int) * (size_t)g->n_inputs);
-    memcpy(c->outputs, g->outputs, sizeof(int) * (size_t)g->n_outputs);
-    for (int i = 0; i < g->n_meta; i++) sh_graph_set_meta(c, g->meta_keys[i], g->meta_vals[i]);
-    return c;
-oom:
-    sh_err(err, SH_ENOMEM, "out of memory copying graph '%s'", g->name ? g->name : "");
-    sh_graph_free(c);
-    return NULL;
-}
-
 /* Is there anything to rewrite?  (Avoids copying graphs that stay as they
  * are, e.g. transformers.) */
 static int worth_copying(const sh_graph *g)
@@ -628,7 +535,7 @@ int sh_graph_optimize_copy(const sh_graph *src, int level, sh_graph **out, sh_op
     *out = NULL;
     *st = NULL;
     if (level <= 0 || !worth_copying(src)) return SH_OK;
-    sh_graph *c = shallow_copy(src, err);
+    sh_graph *c = sh_graph_copy(src, 1, err);
     if (!c) return err ? err->code : SH_ENOMEM;
     sh_opt_state *s = calloc(1, sizeof *s);
     if (!s) {
