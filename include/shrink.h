@@ -473,8 +473,9 @@ void sh_dataset_free(sh_dataset *d);
 /* Training                                                                  */
 /* ------------------------------------------------------------------------ */
 
-/* Built-in model definitions: "mlp", "lenet5", "cnn" (small CNN with BN and a
- * residual block), "llama-tiny".  in_shape: C,H,W for image models. */
+/* Built-in model definitions: "mlp", "mlp-small" (784-32-10, a distillation
+ * student), "lenet5", "cnn" (small CNN with BN and a residual block),
+ * "llama-tiny".  in_shape: C,H,W for image models. */
 int sh_model_build(const char *kind, uint64_t seed, sh_graph **out, sh_error *err);
 
 typedef struct sh_train_opts {
@@ -503,6 +504,12 @@ typedef struct sh_train_opts {
     void (*progress)(void *ctx, int epoch, int64_t step, int64_t total_steps, double loss,
                      double items_per_s, double eta_s, int epoch_end, double val);
     void *progress_ctx;
+    /* optional loss hook (distillation) replacing the cross-entropy on output
+     * 0: x is the input batch, logits rows x c, targets the labels / next
+     * tokens; set *loss and write scale * d(loss)/d(logits) to dlogits. */
+    int (*loss_fn)(void *ctx, const sh_tensor *x, const float *logits, const int32_t *targets, int64_t rows,
+                   int64_t c, float scale, float *dlogits, double *loss, sh_error *err);
+    void *loss_ctx;
 } sh_train_opts;
 
 void sh_train_opts_default(sh_train_opts *o);
@@ -701,6 +708,32 @@ typedef struct sh_qlayout {
 } sh_qlayout;
 
 /* ------------------------------------------------------------------------ */
+/* Compression: distillation (src/compress/distill.c)                       */
+/* ------------------------------------------------------------------------ */
+
+typedef struct sh_distill_opts {
+    sh_train_opts train;   /* optimizer, schedule, epochs, batch, seed, ... */
+    float temperature;     /* softmax temperature T (default 4) */
+    float alpha;           /* weight of the KL term (default 0.9) */
+} sh_distill_opts;
+
+void sh_distill_opts_default(sh_distill_opts *o);
+
+/* alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) *
+ * cross-entropy(student, targets) (label smoothing `smoothing`), means over
+ * n rows of c logits; dstudent (optional) gets scale * d(loss)/d(student). */
+double sh_loss_distill(const float *student, const float *teacher, const int32_t *targets, int64_t n, int64_t c,
+                       float temperature, float alpha, float smoothing, float scale, float *dstudent);
+
+/* Train student in place on train with the distillation loss above; the
+ * teacher runs in an inference program on the same batches (images: logits
+ * per image; language models: logits per position, targets the next tokens).
+ * Teacher and student must have the same number of outputs per item.  Uses
+ * sh_train (optimizers, schedules, checkpoints, validation on val). */
+int sh_distill(sh_graph *student, const sh_graph *teacher, const sh_dataset *train, const sh_dataset *val,
+               const sh_distill_opts *o, sh_train_report *rep, sh_error *err);
+
+/* ------------------------------------------------------------------------ */
 /* Compression: pruning (src/compress/prune.c, structured.c)                */
 /* ------------------------------------------------------------------------ */
 
@@ -797,6 +830,99 @@ int sh_prune_channels(const sh_graph *g, const sh_prune_opts *o, sh_graph **out,
  * params_after 0 and a note in the report. */
 int sh_prune_blocks(const sh_graph *g, const sh_prune_opts *o, sh_graph **out, sh_prune_report *rep,
                     sh_error *err);
+
+/* Sparse storage and execution (src/compress/sparsify.c, ops/gemm_sparse.c):
+ * the f32 initializer weight of every Gemm (transA=0; a transB=0 weight is
+ * transposed and the node gets transB=1) with at least min_sparsity zeros is
+ * packed into the smallest allowed sparse format (nm only when the weight
+ * already satisfies 2:4 or 4:8).  Such a Gemm then runs through sh_spmm and
+ * has no backward.  With measure, dense (OpenBLAS) and sparse Gemm of that
+ * layer are timed at batch 1 (and at o->batch, interleaved, median of
+ * o->runs) and the layer stays dense unless sparse is faster (product of the
+ * sparse/dense time ratios < 1).  A weight read by another node stays f32.
+ * Returns a new graph; g is not changed; rep may be NULL. */
+typedef struct sh_sparsify_opts {
+    double min_sparsity;   /* fraction of zeros needed (default 0.5) */
+    int csr, bcsr, nm;     /* formats allowed (default all 1) */
+    int block;             /* bcsr block width 2/4/8/16 (default 4) */
+    int measure;           /* time dense vs sparse, keep the faster */
+    int batch;             /* measure also at this batch (0 / 1: batch 1 only) */
+    int runs;              /* timed runs per variant (default 30) */
+    int nthreads;          /* 0: OpenMP default */
+    const char *exclude;   /* comma-separated node or weight names to skip */
+} sh_sparsify_opts;
+void sh_sparsify_opts_default(sh_sparsify_opts *o);
+
+typedef struct sh_sparsify_layer {
+    char name[128];        /* node name */
+    char weight[128];
+    int64_t rows, cols;    /* [N out, K in] */
+    double sparsity;       /* fraction of zeros */
+    sh_format fmt;         /* chosen format (SH_F32: stays dense) */
+    int64_t bytes_before, bytes_after;
+    double dense_ms, sparse_ms;      /* batch 1 (0 when not measured) */
+    double dense_ms_b, sparse_ms_b;  /* at o->batch (0 when not measured) */
+    char note[128];        /* why it stays dense, or "" */
+} sh_sparsify_layer;
+
+typedef struct sh_sparsify_report {
+    int n_layers;
+    sh_sparsify_layer *layers;
+    int64_t bytes_before, bytes_after;  /* weights of the Gemms considered */
+    int packed;                         /* layers packed */
+} sh_sparsify_report;
+void sh_sparsify_report_free(sh_sparsify_report *r);
+
+int sh_sparsify(const sh_graph *g, const sh_sparsify_opts *o, sh_graph **out, sh_sparsify_report *rep,
+                sh_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Compression: quantization (src/compress/quantize.c, ops/gemm_quant.c)    */
+/* ------------------------------------------------------------------------ */
+
+/* Weight-only quantization: the weight [N out, K in] of every Gemm with
+ * transB=1 (Llama linear layers, PyTorch Linear exports) becomes a grouped
+ * format (32 values per group along K, round to nearest):
+ *   bits 8: q8_0 (sym)   4: q4_0 (sym, default) or q4_1 (asym)
+ *   bits 3: q3_0 (sym)   2: q2_1 (asym)
+ * Gemm then runs on the low-bit kernels (activations quantized on the fly to
+ * q8_0); such a Gemm has no backward.  K not a multiple of 32: each row is
+ * padded with zero weights to Kp (the initializer is [N, Kp], the node gets
+ * the attribute weight_k = K and pads its activations with zeros: the same
+ * sums).  Layers left f32, with the reason in the
+ * report: transB=0 / transA=1 / alpha != 1, a weight
+ * that is not an f32 initializer, and a weight also read by another node
+ * (e.g. a tied embedding read by Gather): it stays f32 so the file never holds
+ * the same matrix twice. */
+typedef struct sh_quant_opts {
+    int bits;              /* 8, 4, 3, 2 (0: 8) */
+    int scheme;            /* 0 default for bits, 1 sym, 2 asym (SH_EINVAL if
+                              the bit width has no such format) */
+    int skip_classifier;   /* leave a Gemm that writes a graph output f32 */
+    const char *exclude;   /* comma-separated node or weight names to skip */
+} sh_quant_opts;
+
+typedef struct sh_quant_layer {
+    char name[128];        /* node name */
+    char weight[128];
+    int64_t rows, cols;    /* [N, K] */
+    sh_format fmt;         /* format after (SH_F32 when skipped) */
+    int64_t bytes_before, bytes_after;
+    double max_err, mean_err;  /* |w - dequant(quant(w))| */
+    char note[160];        /* why a layer stayed f32 */
+} sh_quant_layer;
+
+typedef struct sh_quant_report {
+    int n_layers;
+    sh_quant_layer *layers;
+    int64_t bytes_before, bytes_after;   /* sh_graph_param_bytes */
+} sh_quant_report;
+void sh_quant_report_free(sh_quant_report *r);
+/* Format for bits / scheme (see above), or -1 with err set. */
+int sh_quant_format(int bits, int scheme, sh_error *err);
+/* Returns a quantized copy of g (g is not changed); rep may be NULL. */
+int sh_quantize_weights(const sh_graph *g, const sh_quant_opts *o, sh_graph **out, sh_quant_report *rep,
+                        sh_error *err);
 
 /* ------------------------------------------------------------------------ */
 /* Utilities                                                                 */

@@ -55,4 +55,6 @@ int cmd_generate(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
+int cmd_distill(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 #endif

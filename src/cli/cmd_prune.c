@@ -40,9 +40,30 @@ static void usage(FILE *f)
             "  --batch N              calibration batch size (default 32)\n"
             "  --seed S               seed of a built-in model (default 0)\n"
             "  --threads N            threads (default: all cores)\n"
+            "  --pack                 store sparse enough Gemm weights packed (csr, bcsr,\n"
+            "                         or n:m when they are 2:4 / 4:8): the file holds about\n"
+            "                         the non-zeros and Gemm runs sparse.  An already pruned\n"
+            "                         model: shrink prune IN -o OUT --ratio 0 --pack\n"
+            "  --pack-min S           pack weights with at least S zeros (default 0.5)\n"
+            "  --pack-formats LIST    formats allowed (default csr,bcsr,nm)\n"
+            "  --pack-measure         time dense vs sparse Gemm per layer at batch 1 (and\n"
+            "                         --pack-batch N) and keep the faster\n"
             "  --json                 print a JSON report on stdout\n"
             "  -h, --help             this help\n"
             "\n" CLI_EXIT_CODES);
+}
+
+/* 1 if the comma-separated list names s */
+static int name_in_list(const char *list, const char *s)
+{
+    size_t n = strlen(s);
+    for (const char *p = list; p && *p;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && !strncmp(p, s, n)) return 1;
+        p = e ? e + 1 : NULL;
+    }
+    return 0;
 }
 
 static void json_str(const char *s)
@@ -67,7 +88,10 @@ static void json_shape(int nd, const int64_t *s)
 int cmd_prune(int argc, char **argv)
 {
     const char *cmd = "prune", *in = NULL, *out = NULL, *method = "l1", *structured = NULL, *calib = NULL;
-    int json = 0, have_n = 0, have_m = 0;
+    int json = 0, have_n = 0, have_m = 0, pack = 0;
+    const char *pack_formats = NULL;
+    sh_sparsify_opts so;
+    sh_sparsify_opts_default(&so);
     int64_t v64 = 0, seed = 0;
     double dv = 0;
     sh_prune_opts o;
@@ -79,6 +103,19 @@ int cmd_prune(int argc, char **argv)
             return EXIT_OK;
         } else if (!strcmp(a, "--json")) {
             json = 1;
+        } else if (!strcmp(a, "--pack")) {
+            pack = 1;
+        } else if (!strcmp(a, "--pack-measure")) {
+            pack = 1, so.measure = 1;
+        } else if (!strcmp(a, "--pack-min")) {
+            if (!(val = cli_arg(cmd, argc, argv, &i)) || cli_float(cmd, a, val, 0, 1, &dv)) return EXIT_USAGE;
+            pack = 1, so.min_sparsity = dv;
+        } else if (!strcmp(a, "--pack-batch")) {
+            if (!(val = cli_arg(cmd, argc, argv, &i)) || cli_int(cmd, a, val, 1, 1000000, &v64)) return EXIT_USAGE;
+            so.batch = (int)v64;
+        } else if (!strcmp(a, "--pack-formats")) {
+            if (!(pack_formats = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
+            pack = 1;
         } else if (!strcmp(a, "--global")) {
             o.global = 1;
         } else if (!strcmp(a, "--skip-first")) {
@@ -138,6 +175,17 @@ int cmd_prune(int argc, char **argv)
         return cli_usage(cmd, "unknown --structured '%s' (channels, blocks)", structured);
     if (o.method == SH_PRUNE_TAYLOR && !calib) return cli_usage(cmd, "--method taylor needs --calib SPEC");
     if (strcmp(in, out) == 0) return cli_usage(cmd, "IN and OUT are the same file");
+    if (pack_formats) {
+        so.csr = name_in_list(pack_formats, "csr");
+        so.bcsr = name_in_list(pack_formats, "bcsr");
+        so.nm = name_in_list(pack_formats, "nm");
+        if (!so.csr && !so.bcsr && !so.nm) return cli_usage(cmd, "--pack-formats '%s': none of csr, bcsr, nm", pack_formats);
+    }
+    if (pack && structured) return cli_usage(cmd, "--pack goes with unstructured / block / N:M pruning");
+    size_t ol = strlen(out);
+    if (pack && (ol < 5 || strcmp(out + ol - 5, ".onnx")))
+        return cli_usage(cmd, "--pack writes an ONNX file (OUT.onnx): llama2.c .bin files hold only dense f32 weights");
+    so.nthreads = o.nthreads;
 
     sh_error err = {0};
     sh_graph *g = NULL, *p = NULL;
@@ -158,11 +206,21 @@ int cmd_prune(int argc, char **argv)
              : structured ? sh_prune_channels(g, &o, &p, &r, &err)
                           : sh_prune(g, &o, &p, &r, &err);
     double secs = sh_now() - t0;
+    sh_sparsify_report sr = {0};
+    if (!rc && pack) {
+        sh_graph *q = NULL;
+        rc = sh_sparsify(p, &so, &q, &sr, &err);
+        if (!rc) {
+            sh_graph_free(p);
+            p = q;
+        }
+    }
     if (!rc) rc = sh_model_save(p, out, &err);
     if (rc) {
         sh_graph_free(g);
         sh_graph_free(p);
         sh_dataset_free(d);
+        sh_sparsify_report_free(&sr);
         return cli_fail(cmd, &err);
     }
     double sp_b = r.weights ? (double)r.zeros_before / (double)r.weights : 0;
@@ -198,9 +256,28 @@ int cmd_prune(int argc, char **argv)
             putchar('}');
         }
         printf("], \"params_before\": %lld, \"params_after\": %lld, \"bytes_before\": %lld, \"bytes_after\": %lld, "
-               "\"sparsity_before\": %.6f, \"sparsity_after\": %.6f, \"seconds\": %.3f}\n",
+               "\"sparsity_before\": %.6f, \"sparsity_after\": %.6f, \"seconds\": %.3f",
                (long long)r.params_before, (long long)r.params_after, (long long)r.bytes_before,
                (long long)r.bytes_after, sp_b, sp_a, secs);
+        if (pack) {
+            printf(", \"pack\": {\"bytes_before\": %lld, \"bytes_after\": %lld, \"packed\": %d, \"layers\": [",
+                   (long long)sr.bytes_before, (long long)sr.bytes_after, sr.packed);
+            for (int i = 0; i < sr.n_layers; i++) {
+                const sh_sparsify_layer *l = &sr.layers[i];
+                printf("%s{\"name\": ", i ? ", " : "");
+                json_str(l->name);
+                printf(", \"shape\": [%lld, %lld], \"sparsity\": %.6f, \"format\": \"%s\", \"bytes_before\": %lld, "
+                       "\"bytes_after\": %lld, \"dense_ms\": %.6f, \"sparse_ms\": %.6f, \"dense_ms_batch\": %.6f, "
+                       "\"sparse_ms_batch\": %.6f, \"note\": ",
+                       (long long)l->rows, (long long)l->cols, l->sparsity, sh_format_get(l->fmt)->name,
+                       (long long)l->bytes_before, (long long)l->bytes_after, l->dense_ms, l->sparse_ms, l->dense_ms_b,
+                       l->sparse_ms_b);
+                json_str(l->note);
+                putchar('}');
+            }
+            printf("]}");
+        }
+        printf("}\n");
     } else {
         char s1[96], s2[96], b1[32], b2[32];
         printf("%-22s %-7s %-18s %-18s %9s %9s %10s %10s\n", "layer", "op", "shape before", "shape after", "sparsity",
@@ -217,9 +294,28 @@ int cmd_prune(int argc, char **argv)
         printf("total: %lld -> %lld parameters (%s -> %s), weight sparsity %.1f%% -> %.1f%%, %.2fs\n",
                (long long)r.params_before, (long long)r.params_after, cli_bytes(r.bytes_before, b1, sizeof b1),
                cli_bytes(r.bytes_after, b2, sizeof b2), 100 * sp_b, 100 * sp_a, secs);
+        if (pack) {
+            printf("\n%-22s %-14s %9s %-6s %10s %10s %10s %10s  %s\n", "packed layer", "shape [N,K]", "sparsity",
+                   "format", "bytes", "-> after", "dense ms", "sparse ms", "");
+            for (int i = 0; i < sr.n_layers; i++) {
+                const sh_sparsify_layer *l = &sr.layers[i];
+                char sh[64], d1[32] = "-", d2[32] = "-";
+                snprintf(sh, sizeof sh, "[%lld,%lld]", (long long)l->rows, (long long)l->cols);
+                if (l->dense_ms > 0) {
+                    snprintf(d1, sizeof d1, "%.4f", l->dense_ms);
+                    snprintf(d2, sizeof d2, "%.4f", l->sparse_ms);
+                }
+                printf("%-22s %-14s %8.1f%% %-6s %10lld %10lld %10s %10s  %s\n", l->name, sh, 100 * l->sparsity,
+                       sh_format_get(l->fmt)->name, (long long)l->bytes_before, (long long)l->bytes_after, d1, d2,
+                       l->note);
+            }
+            printf("packed %d layer(s): Gemm weights %s -> %s\n", sr.packed, cli_bytes(sr.bytes_before, b1, sizeof b1),
+                   cli_bytes(sr.bytes_after, b2, sizeof b2));
+        }
         printf("wrote %s\n", out);
     }
     sh_prune_report_free(&r);
+    sh_sparsify_report_free(&sr);
     sh_graph_free(g);
     sh_graph_free(p);
     sh_dataset_free(d);

@@ -16,6 +16,8 @@ static const struct {
     {"convert", cmd_convert, "convert between ONNX and llama2.c formats"},
     {"run", cmd_run, "run a model on TensorProto inputs, write outputs"},
     {"prune", cmd_prune, "prune weights (unstructured, N:M) or remove channels"},
+    {"distill", cmd_distill, "train a small student on a teacher's soft targets"},
+    {"quantize", cmd_quantize, "weight-only quantization (8/4/3/2-bit) of linear layers"},
 };
 
 static void usage(FILE *f)

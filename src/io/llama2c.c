@@ -530,7 +530,12 @@ static int tensor_f32(const sh_graph *g, const char *name, int64_t n, float *dst
         return SH_OK;
     }
     const sh_format_traits *tr = sh_format_get(t->fmt);
-    if (!tr || !tr->to_f32 || n % tr->block_elems)
+    if (tr && (tr->packed || tr->is_quantized))
+        return sh_err(err, SH_EUNSUPPORTED,
+                      "llama2.c export: weight '%s' is %s, and a llama2.c .bin holds f32 weights only "
+                      "(save as .onnx to keep it compressed)",
+                      name, tr->name);
+    if (!tr || !tr->to_f32 || !tr->block_elems || n % tr->block_elems)
         return sh_err(err, SH_EUNSUPPORTED, "llama2.c export: weight '%s' has format %s, which cannot be converted",
                       name, tr ? tr->name : "?");
     tr->to_f32(t->data, dst, n);

@@ -97,6 +97,12 @@ void sh_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K,
               float alpha, const float *A, int64_t lda, const float *B,
               int64_t ldb, float beta, float *C, int64_t ldc);
 
+/* Gemm with a packed sparse weight B (csr/bcsr/nm, transB=1), ops/gemm_sparse.c:
+ * called by nn.c's Gemm when B's format is packed; bwd returns a clear error. */
+int sh_gemm_sparse_infer(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *const *out, int n_out);
+int sh_gemm_sparse(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *const *out, int n_out);
+int sh_gemm_sparse_bwd(sh_kctx *k);
+
 /* Family tables, each NULL-terminated, listed by registry.c. */
 extern const sh_op_def *const sh_ops_nn[];      /* ops/nn.c: Conv, Gemm, MatMul, pools, BN, LayerNorm */
 extern const sh_op_def *const sh_ops_elem[];    /* ops/elementwise.c: binary, unary, softmax, reduce */

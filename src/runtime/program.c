@@ -281,6 +281,7 @@ static int plan(sh_program *p, const sh_tensor *const *inputs, sh_error *err)
             p->kind[i] = VK_INIT;
             p->vals[i] = sh_tensor_view(v->init->fmt, v->init->ndim, v->init->shape, v->init->data, err);
             if (!p->vals[i]) goto fail;
+            p->vals[i]->nbytes = v->init->nbytes; /* packed formats carry their own size */
         }
     }
     /* graph inputs: shape-check and view */

@@ -141,6 +141,15 @@ static void build_mlp(mb *m)
     linear(m, "fc3", "x4", "logits", 100, 10);
 }
 
+/* a small student for distillation: 784-32-10 (25,450 parameters) */
+static void build_mlp_small(mb *m)
+{
+    flatten(m, "flatten", "input", "x0");
+    linear(m, "fc1", "x0", "x1", 784, 32);
+    unary(m, "Relu", "relu1", "x1", "x2");
+    linear(m, "fc2", "x2", "logits", 32, 10);
+}
+
 static void build_lenet5(mb *m)
 {
     conv(m, "conv1", "input", "c1", 1, 6, 5, 1, 2, 1);
@@ -211,6 +220,7 @@ int sh_model_build(const char *kind, uint64_t seed, sh_graph **out, sh_error *er
     }
     void (*fn)(mb *) = NULL;
     if (strcmp(kind, "mlp") == 0) fn = build_mlp;
+    else if (strcmp(kind, "mlp-small") == 0) fn = build_mlp_small;
     else if (strcmp(kind, "lenet5") == 0) fn = build_lenet5;
     else if (strcmp(kind, "cnn") == 0) fn = build_cnn;
     else

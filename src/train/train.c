@@ -329,7 +329,12 @@ int sh_train(sh_graph *g, const sh_dataset *train, const sh_dataset *val, const 
                     goto out;
                 }
             }
-            double loss = sh_loss_xent(lo->data, t.y, t.rows, C, o->label_smoothing, 1.0f / (float)A, dl->data);
+            double loss;
+            if (o->loss_fn) {
+                rc = o->loss_fn(o->loss_ctx, t.x, lo->data, t.y, t.rows, C, 1.0f / (float)A, dl->data, &loss, err);
+                if (rc) goto out;
+            } else
+                loss = sh_loss_xent(lo->data, t.y, t.rows, C, o->label_smoothing, 1.0f / (float)A, dl->data);
             if (!isfinite(loss)) {
                 rc = sh_err(err, SH_EINVAL, "loss is %g at step %lld (learning rate %g too high?)", loss,
                             (long long)step, o->lr);

@@ -1,0 +1,324 @@
+/* test_quantize.c - weight-only quantization: sh_quantize_weights, the
+ * quantized Gemm forward (vs dequantize-then-f32 Gemm), save / reload, and
+ * quality on stories260K (perplexity, KL vs f32). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "test.h"
+
+static uint64_t rng = 88172645463325252ull;
+static float frand(void)
+{
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+/* x [M?,K] -> Gemm(W [N,K], transB=1, bias [N], act) -> y */
+static sh_graph *linear_graph(int64_t N, int64_t K, int relu, int bias)
+{
+    sh_error e = {0};
+    sh_graph *g = sh_graph_new("lin");
+    int64_t xs[2] = {-1, K}, ws[2] = {N, K}, bs[1] = {N};
+    sh_graph_add_input(g, "x", SH_F32, 2, xs, &e);
+    sh_tensor *w = sh_tensor_new(SH_F32, 2, ws, &e);
+    for (int64_t i = 0; i < N * K; i++) sh_f32(w)[i] = frand() * 0.5f;
+    sh_graph_add_init(g, "w", w, &e);
+    if (bias) {
+        sh_tensor *b = sh_tensor_new(SH_F32, 1, bs, &e);
+        for (int64_t i = 0; i < N; i++) sh_f32(b)[i] = frand();
+        sh_graph_add_init(g, "b", b, &e);
+    }
+    const char *in[3] = {"x", "w", "b"}, *out[1] = {"y"};
+    int k = sh_graph_add_node(g, "Gemm", "fc", bias ? 3 : 2, in, 1, out, &e);
+    sh_node_set_int(g, k, "transB", 1);
+    if (relu) sh_node_set_string(g, k, "activation", "Relu");
+    sh_graph_mark_output(g, "y", &e);
+    CHECK_OK(sh_graph_check(g, &e), &e);
+    return g;
+}
+
+static sh_tensor *run1(sh_graph *g, const sh_tensor *x, sh_error *e)
+{
+    sh_program *p = NULL;
+    sh_run_opts ro = {0};
+    if (sh_program_new(g, &ro, &p, e)) return NULL;
+    const sh_tensor *in[1] = {x};
+    sh_tensor *y = NULL;
+    if (!sh_program_run(p, in, 1, e)) y = sh_tensor_clone(sh_program_output(p, 0), e);
+    sh_program_free(p);
+    return y;
+}
+
+TEST(quantize_gemm_matches_dequantized_f32)
+{
+    static const int bits[] = {8, 4, 4, 3, 2};
+    static const int scheme[] = {0, 1, 2, 0, 0};
+    static const char *names[] = {"q8_0", "q4_0", "q4_1", "q3_0", "q2_1"};
+    for (int relu = 0; relu < 2; relu++)
+        for (int f = 0; f < 5; f++) {
+            sh_error e = {0};
+            sh_graph *g = linear_graph(70, 96, relu, 1 - relu), *q = NULL;
+            sh_quant_opts o = {bits[f], scheme[f], 0, NULL};
+            sh_quant_report r;
+            CHECK_OK(sh_quantize_weights(g, &o, &q, &r, &e), &e);
+            CHECK(r.n_layers == 1 && !strcmp(sh_format_get(r.layers[0].fmt)->name, names[f]));
+            CHECK(r.layers[0].bytes_before == 70 * 96 * 4);
+            CHECK(r.layers[0].bytes_after == (int64_t)sh_format_bytes(r.layers[0].fmt, 70 * 96));
+            CHECK(r.layers[0].max_err > 0 && r.layers[0].mean_err <= r.layers[0].max_err);
+            /* the reference: the same graph with the dequantized weight in f32 */
+            sh_graph *d = sh_graph_clone(q, &e);
+            int wv = sh_graph_find(d, "w");
+            sh_tensor *wq = d->values[wv].init, *wf = sh_tensor_new(SH_F32, 2, wq->shape, &e);
+            sh_format_get(wq->fmt)->to_f32(wq->data, sh_f32(wf), 70 * 96);
+            d->values[wv].init = wf;
+            d->values[wv].fmt = SH_F32;
+            sh_tensor_free(wq);
+            for (int64_t M = 1; M <= 45; M += M < 9 ? 4 : 36) { /* 1, 5: integer kernels; 9: GEMM; 45: unpacked f32 */
+                int64_t xs[2] = {M, 96};
+                sh_tensor *x = sh_tensor_new(SH_F32, 2, xs, &e);
+                for (int64_t i = 0; i < M * 96; i++) sh_f32(x)[i] = frand();
+                sh_tensor *yq = run1(q, x, &e), *yd = run1(d, x, &e);
+                CHECK_MSG(yq && yd, "%s: %s", names[f], e.msg);
+                if (yq && yd) {
+                    CHECK(yq->ndim == 2 && yq->shape[0] == M && yq->shape[1] == 70);
+                    double mx = 0, ref = 0;
+                    for (int64_t i = 0; i < M * 70; i++) {
+                        double a = fabs(sh_f32(yq)[i] - sh_f32(yd)[i]);
+                        if (a > mx) mx = a;
+                        if (fabs(sh_f32(yd)[i]) > ref) ref = fabs(sh_f32(yd)[i]);
+                        if (relu) CHECK(sh_f32(yq)[i] >= 0.0f);
+                    }
+                    /* only the activations' q8_0 rounding differs */
+                    CHECK_MSG(mx <= 0.02 * ref + 1e-3, "%s M=%lld relu=%d: max |diff| %g (max |y| %g)", names[f],
+                              (long long)M, relu, mx, ref);
+                }
+                sh_tensor_free(x);
+                sh_tensor_free(yq);
+                sh_tensor_free(yd);
+            }
+            sh_quant_report_free(&r);
+            sh_graph_free(d);
+            sh_graph_free(q);
+            sh_graph_free(g);
+        }
+}
+
+TEST(quantize_skips_and_errors)
+{
+    sh_error e = {0};
+    sh_graph *g = linear_graph(8, 40, 0, 1), *q = NULL;
+    sh_quant_opts o = {4, 0, 0, NULL};
+    sh_quant_report r;
+    CHECK_OK(sh_quantize_weights(g, &o, &q, &r, &e), &e);
+    /* K = 40: padded with zero weights to 64; same result as the dequantized f32 weight */
+    CHECK(r.n_layers == 1 && r.layers[0].fmt == SH_Q4_0 && strstr(r.layers[0].note, "padded with zeros to 64"));
+    CHECK(r.layers[0].bytes_after == 8 * 2 * 18 && r.layers[0].max_err > 0);
+    {
+        int wv = sh_graph_find(q, "w");
+        sh_tensor *wq = q->values[wv].init;
+        CHECK(wq->shape[0] == 8 && wq->shape[1] == 64);
+        float wd[8 * 64];
+        sh_format_get(wq->fmt)->to_f32(wq->data, wd, 8 * 64);
+        int64_t xs[2] = {3, 40};
+        sh_tensor *x = sh_tensor_new(SH_F32, 2, xs, &e);
+        for (int i = 0; i < 120; i++) sh_f32(x)[i] = frand();
+        sh_tensor *y = run1(q, x, &e);
+        CHECK_MSG(y && y->shape[0] == 3 && y->shape[1] == 8, "%s", e.msg);
+        const float *b = sh_f32(q->values[sh_graph_find(q, "b")].init);
+        for (int m = 0; y && m < 3; m++)
+            for (int n = 0; n < 8; n++) {
+                double ref = b[n], mag = 0;
+                for (int kk = 0; kk < 40; kk++) ref += wd[n * 64 + kk] * sh_f32(x)[m * 40 + kk], mag += fabs(wd[n * 64 + kk]);
+                for (int kk = 40; kk < 64; kk++) CHECK(wd[n * 64 + kk] == 0.0f);
+                CHECK_NEAR(sh_f32(y)[m * 8 + n], ref, 0.02 * mag + 1e-4);
+            }
+        /* reloads with the padding attribute */
+        char pth[512];
+        sh_graph *l = NULL;
+        snprintf(pth, sizeof pth, "%s/wq_pad.onnx", sh_test_tmpdir());
+        CHECK_OK(sh_model_save(q, pth, &e), &e);
+        CHECK_OK(sh_model_load(pth, &l, &e), &e);
+        sh_tensor *y2 = l ? run1(l, x, &e) : NULL;
+        CHECK_MSG(y && y2 && !memcmp(y->data, y2->data, y->nbytes), "%s", e.msg);
+        sh_tensor_free(y2);
+        sh_graph_free(l);
+        sh_tensor_free(y);
+        sh_tensor_free(x);
+    }
+    sh_quant_report_free(&r);
+    sh_graph_free(q);
+    sh_graph_free(g);
+    g = linear_graph(8, 64, 0, 1);
+    o.skip_classifier = 1;
+    CHECK_OK(sh_quantize_weights(g, &o, &q, &r, &e), &e);
+    CHECK(r.layers[0].fmt == SH_F32 && strstr(r.layers[0].note, "classifier"));
+    sh_quant_report_free(&r);
+    sh_graph_free(q);
+    o.skip_classifier = 0;
+    o.exclude = "fc";
+    CHECK_OK(sh_quantize_weights(g, &o, &q, NULL, &e), &e);
+    CHECK(sh_graph_find(q, "w") >= 0 && q->values[sh_graph_find(q, "w")].init->fmt == SH_F32);
+    sh_graph_free(q);
+    /* bad options */
+    sh_quant_opts bad[] = {{5, 0, 0, NULL}, {9, 0, 0, NULL}, {8, 2, 0, NULL}, {3, 2, 0, NULL}, {2, 1, 0, NULL},
+                           {4, 7, 0, NULL}};
+    for (int i = 0; i < 6; i++) {
+        q = (sh_graph *)1;
+        CHECK(sh_quantize_weights(g, &bad[i], &q, NULL, &e) == SH_EINVAL && !q);
+        CHECK(e.msg[0]);
+    }
+    /* no backward through a quantized Gemm: one clear error */
+    o.exclude = NULL;
+    CHECK_OK(sh_quantize_weights(g, &o, &q, NULL, &e), &e);
+    sh_program *p = NULL;
+    sh_run_opts ro = {.training = 1};
+    int64_t xs[2] = {2, 64};
+    sh_tensor *x = sh_tensor_new(SH_F32, 2, xs, &e);
+    int rc = sh_program_new(q, &ro, &p, &e);
+    if (!rc) {
+        const sh_tensor *in[1] = {x};
+        sh_program_require_grad(p, "x", &e);
+        rc = sh_program_run(p, in, 1, &e);
+        if (!rc) {
+            sh_tensor *dy = sh_tensor_new(SH_F32, 2, (int64_t[]){2, 8}, &e);
+            const sh_tensor *dd[1] = {dy};
+            rc = sh_program_backward(p, dd, 1, &e);
+            sh_tensor_free(dy);
+        }
+    }
+    CHECK_MSG(rc != SH_OK && strstr(e.msg, "q4_0"), "rc %d: %s", rc, e.msg);
+    sh_program_free(p);
+    sh_tensor_free(x);
+    sh_graph_free(q);
+    sh_graph_free(g);
+}
+
+static int64_t file_size(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 ? (int64_t)st.st_size : -1;
+}
+
+TEST(quantize_save_reload_identical_and_smaller)
+{
+    sh_error e = {0};
+    sh_graph *g = linear_graph(256, 128, 1, 1), *q = NULL, *l = NULL;
+    char p0[512], p1[512];
+    snprintf(p0, sizeof p0, "%s/wq_f32.onnx", sh_test_tmpdir());
+    snprintf(p1, sizeof p1, "%s/wq_q4.onnx", sh_test_tmpdir());
+    sh_quant_opts o = {4, 2, 0, NULL};
+    CHECK_OK(sh_quantize_weights(g, &o, &q, NULL, &e), &e);
+    CHECK_OK(sh_model_save(g, p0, &e), &e);
+    CHECK_OK(sh_model_save(q, p1, &e), &e);
+    int64_t b0 = file_size(p0), b1 = file_size(p1);
+    /* 128 KiB of f32 weights -> 20 bytes per 32 weights (q4_1) */
+    CHECK_MSG(b1 > 0 && b1 < b0 / 5, "f32 file %lld bytes, q4_1 file %lld bytes", (long long)b0, (long long)b1);
+    CHECK(b1 >= 256 * 128 / 32 * 20);
+    CHECK_OK(sh_model_load(p1, &l, &e), &e);
+    if (l) {
+        int wv = sh_graph_find(l, "w");
+        CHECK(wv >= 0 && l->values[wv].init && l->values[wv].init->fmt == SH_Q4_1);
+        int64_t xs[2] = {3, 128};
+        sh_tensor *x = sh_tensor_new(SH_F32, 2, xs, &e);
+        for (int64_t i = 0; i < 3 * 128; i++) sh_f32(x)[i] = frand();
+        sh_tensor *ya = run1(q, x, &e), *yb = run1(l, x, &e);
+        CHECK(ya && yb && ya->nbytes == yb->nbytes && !memcmp(ya->data, yb->data, ya->nbytes));
+        sh_tensor_free(x);
+        sh_tensor_free(ya);
+        sh_tensor_free(yb);
+    }
+    sh_graph_free(l);
+    sh_graph_free(q);
+    sh_graph_free(g);
+}
+
+/* Table mode: best of 3 NLL passes (tokens/s, all windows batched: like
+ * llama.cpp's pp) and 1000 / median batch-1 one-token latency (like tg). */
+static void speed(sh_graph *g, const sh_dataset *d, double *pp, double *tg)
+{
+    sh_error e = {0};
+    sh_eval_opts o = {0};
+    o.nthreads = 1;
+    *pp = *tg = 0;
+    for (int i = 0; i < 3; i++) {
+        sh_eval_report r;
+        o.measure_speed = i == 0;
+        o.min_runs = 300;
+        if (sh_eval_ex(g, d, &o, &r, &e)) return;
+        if (r.throughput > *pp) *pp = r.throughput;
+        if (i == 0 && r.latency_ms_b1 > 0) *tg = 1000.0 / r.latency_ms_b1;
+    }
+}
+
+/* stories260K: perplexity / KL of every weight-only format vs f32. */
+TEST(quantize_stories260k_quality)
+{
+    const char *sh = sh_test_shared();
+    if (!sh) SKIP("no ../shared");
+    char mp[512], tp[512], dp[512];
+    snprintf(mp, sizeof mp, "%s/models/stories260K/stories260K.bin", sh);
+    snprintf(tp, sizeof tp, "%s/models/stories260K/tok512.bin", sh);
+    snprintf(dp, sizeof dp, "%s/data/text/tinystories_sample.txt", sh);
+    sh_error e = {0};
+    sh_graph *g = NULL;
+    sh_tokenizer *tok = NULL;
+    sh_dataset *d = NULL;
+    CHECK_OK(sh_model_load(mp, &g, &e), &e);
+    CHECK_OK(sh_tokenizer_load(tp, 512, &tok, &e), &e);
+    CHECK_OK(sh_dataset_from_text(dp, tok, &d, &e), &e);
+    if (!g || !d) goto out;
+    int full = getenv("SHRINK_QUANT_TABLE") != NULL;
+    sh_eval_opts eo = {0};
+    eo.nthreads = full ? 1 : 0;
+    if (!full) eo.limit = sh_test_quick() ? 300 : 900;
+    sh_eval_report r0;
+    CHECK_OK(sh_eval_lm_ex(g, d, &eo, &r0, &e), &e);
+    char f0[512];
+    snprintf(f0, sizeof f0, "%s/st_f32.onnx", sh_test_tmpdir());
+    CHECK_OK(sh_model_save(g, f0, &e), &e);
+    double pp = 0, tg = 0;
+    if (full) {
+        speed(g, d, &pp, &tg);
+        printf("\n| model | format | bits/w (linear) | file bytes | ppl | d ppl | mean KL vs f32 | pp tok/s | tg tok/s |\n"
+               "|---|---|---|---|---|---|---|---|---|\n| stories260K | f32 | 32 | %lld | %.4f | - | 0 | %.0f | %.0f |\n",
+               (long long)file_size(f0), r0.ppl, pp, tg);
+    }
+    static const int bits[] = {8, 4, 4, 3, 2}, scheme[] = {0, 1, 2, 0, 0};
+    double ppl[5] = {0};
+    for (int f = 0; f < (full ? 5 : 3); f++) { /* q3_0 / q2_1 only in table mode */
+        sh_graph *q = NULL;
+        sh_quant_opts o = {bits[f], scheme[f], 0, NULL};
+        CHECK_OK(sh_quantize_weights(g, &o, &q, NULL, &e), &e);
+        if (!q) continue;
+        sh_eval_report r;
+        double kl = -1;
+        CHECK_OK(sh_eval_lm_ex(q, d, &eo, &r, &e), &e);
+        CHECK_OK(sh_lm_kl(g, q, d, &eo, &kl, &e), &e);
+        char fp[512];
+        snprintf(fp, sizeof fp, "%s/st_q%d.onnx", sh_test_tmpdir(), f);
+        CHECK_OK(sh_model_save(q, fp, &e), &e);
+        int64_t fb = file_size(fp);
+        CHECK(fb > 0 && fb < file_size(f0));
+        ppl[f] = r.ppl;
+        CHECK(kl >= 0 && isfinite(kl));
+        if (full) {
+            sh_format qf = (sh_format)sh_quant_format(bits[f], scheme[f], NULL);
+            const sh_format_traits *t = sh_format_get(qf);
+            speed(q, d, &pp, &tg);
+            printf("| stories260K | %s | %.1f | %lld | %.4f | %+.2f%% | %.5f | %.0f | %.0f |\n", t->name,
+                   8.0 * t->block_bytes / t->block_elems, (long long)fb, r.ppl, 100 * (r.ppl / r0.ppl - 1), kl, pp,
+                   tg);
+        }
+        sh_graph_free(q);
+    }
+    /* int8 within +0.5 % of f32; 4-bit worse than 8-bit but sane */
+    CHECK_MSG(ppl[0] <= r0.ppl * 1.005, "q8_0 ppl %.4f vs f32 %.4f", ppl[0], r0.ppl);
+    CHECK_MSG(ppl[1] > ppl[0] && ppl[1] < 2 * r0.ppl, "q4_0 ppl %.4f, q8_0 %.4f, f32 %.4f", ppl[1], ppl[0], r0.ppl);
+    CHECK_MSG(ppl[2] < 2 * r0.ppl, "q4_1 ppl %.4f vs f32 %.4f", ppl[2], r0.ppl);
+out:
+    sh_dataset_free(d);
+    sh_tokenizer_free(tok);
+    sh_graph_free(g);
+}
