@@ -1,5 +1,5 @@
 /* cmd_train.c - shrink train MODEL_OR_KIND --data SPEC: train a built-in
- * model (mlp, lenet5, cnn, llama-tiny) or a model file, optionally resuming
+ * model (mlp, mlp-small, lenet5, cnn, llama-tiny) or a model file, optionally resuming
  * from a checkpoint, and save the trained model. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +12,7 @@
 static const char *usage_text =
     "Usage: shrink train MODEL_OR_KIND --data SPEC [options]\n"
     "\n"
-    "Train a built-in model (mlp, lenet5, cnn, llama-tiny) or a model file\n"
+    "Train a built-in model (mlp, mlp-small, lenet5, cnn, llama-tiny) or a model file\n"
     "(.onnx, llama2.c .bin) on a data set and save the trained model.\n"
     "\n"
     "Options:\n"
@@ -54,7 +54,7 @@ static const char *usage_text =
     "  shrink train llama-tiny --data text:tinyshakespeare.txt --seq-len 128 --max-steps 200\n"
     "\n" CLI_EXIT_CODES;
 
-static const char *builtins[] = {"mlp", "lenet5", "cnn", "llama-tiny", NULL};
+static const char *builtins[] = {"mlp", "mlp-small", "lenet5", "cnn", "llama-tiny", NULL};
 
 typedef struct prog_ctx {
     int quiet;
@@ -172,7 +172,7 @@ int cmd_train(int argc, char **argv)
         else if (!model) model = a;
         else return cli_usage(C, "unexpected argument '%s' (one MODEL_OR_KIND only)", a);
     }
-    if (!model) return cli_usage(C, "missing MODEL_OR_KIND (mlp, lenet5, cnn, llama-tiny or a model file)");
+    if (!model) return cli_usage(C, "missing MODEL_OR_KIND (mlp, mlp-small, lenet5, cnn, llama-tiny or a model file)");
     if (!data) return cli_usage(C, "missing --data SPEC");
     if (strcmp(o.optimizer, "sgd") && strcmp(o.optimizer, "adamw"))
         return cli_usage(C, "--optimizer must be sgd or adamw, got '%s'", o.optimizer);
@@ -184,7 +184,7 @@ int cmd_train(int argc, char **argv)
     int builtin = 0;
     for (int k = 0; builtins[k]; k++) builtin |= strcmp(model, builtins[k]) == 0;
     if (!builtin && access(model, F_OK) != 0 && !strchr(model, '.') && !strchr(model, '/'))
-        return cli_usage(C, "unknown model '%s' (built-in: mlp, lenet5, cnn, llama-tiny; or a model file)", model);
+        return cli_usage(C, "unknown model '%s' (built-in: mlp, mlp-small, lenet5, cnn, llama-tiny; or a model file)", model);
 
     char *data_full = with_tok(data, tok), *val_full = valspec ? with_tok(valspec, tok) : NULL;
     sh_error err = {0};
