@@ -47,6 +47,19 @@ void cli_progress_end(cli_progress *p);
 /* Human-friendly numbers. */
 const char *cli_bytes(int64_t b, char *buf, int n);
 
+/* Training options shared by train and distill (train_opts.c).
+ * cli_train_option: 1 if argv[*i] was a training option (consumed, *i
+ * advanced past its value), 0 if not, -1 after printing a usage error. */
+int cli_train_option(const char *cmd, int argc, char **argv, int *i, sh_train_opts *o);
+/* Checks optimizer/schedule names and --tokenizer use; prints and returns
+ * EXIT_USAGE on error, 0 if fine. */
+int cli_train_check(const char *cmd, const sh_train_opts *o, const char *data, const char *tok);
+/* 0 if name is a built-in model kind or looks like a file; else a usage error. */
+int cli_model_kind_ok(const char *cmd, const char *what, const char *name);
+int cli_is_builtin(const char *name);
+/* "SPEC,tok=TOK" for text: specs given --tokenizer (malloc'ed), else NULL. */
+char *cli_with_tok(const char *spec, const char *tok);
+
 /* commands */
 int cmd_info(int argc, char **argv);
 int cmd_train(int argc, char **argv);

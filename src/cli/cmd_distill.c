@@ -43,7 +43,6 @@ static const char *usage_text =
     "      --val fashion-mnist:test --epochs 5 --temperature 4 --alpha 0.9 -o small.onnx\n"
     "\n" CLI_EXIT_CODES;
 
-static const char *builtins[] = {"mlp", "mlp-small", "lenet5", "cnn", "llama-tiny", NULL};
 
 static void progress_cb(void *ctx, int epoch, int64_t step, int64_t total, double loss, double rate, double eta,
                         int epoch_end, double val)
@@ -67,15 +66,6 @@ static void json_str(FILE *f, const char *s)
     fputc('"', f);
 }
 
-static char *with_tok(const char *spec, const char *tok)
-{
-    if (!tok || strncmp(spec, "text:", 5) != 0 || strstr(spec, ",tok=")) return NULL;
-    size_t n = strlen(spec) + strlen(tok) + 8;
-    char *s = malloc(n);
-    if (s) snprintf(s, n, "%s,tok=%s", spec, tok);
-    return s;
-}
-
 int cmd_distill(int argc, char **argv)
 {
     const char *C = "distill";
@@ -84,16 +74,9 @@ int cmd_distill(int argc, char **argv)
     sh_distill_opts d;
     sh_distill_opts_default(&d);
     sh_train_opts *o = &d.train;
-    int64_t iv;
     double fv;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-#define INTOPT(flag, lo, hi, dst)                                                                                      \
-    else if (strcmp(a, flag) == 0)                                                                                     \
-    {                                                                                                                  \
-        if (!(v = cli_arg(C, argc, argv, &i)) || cli_int(C, a, v, lo, hi, &iv)) return EXIT_USAGE;                     \
-        dst = iv;                                                                                                      \
-    }
 #define FLTOPT(flag, lo, hi, dst)                                                                                      \
     else if (strcmp(a, flag) == 0)                                                                                     \
     {                                                                                                                  \
@@ -106,12 +89,14 @@ int cmd_distill(int argc, char **argv)
         if (!(v = cli_arg(C, argc, argv, &i))) return EXIT_USAGE;                                                      \
         dst = v;                                                                                                       \
     }
+        int tr = cli_train_option(C, argc, argv, &i, o);
+        if (tr < 0) return EXIT_USAGE;
+        if (tr > 0) continue;
         if (cli_is_help(a)) {
             fputs(usage_text, stdout);
             return EXIT_OK;
         } else if (strcmp(a, "--json") == 0) json = 1;
         else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) quiet = 1;
-        else if (strcmp(a, "--nesterov") == 0) o->nesterov = 1;
         STROPT("--teacher", teacher)
         STROPT("--student", student)
         STROPT("--data", data)
@@ -119,24 +104,6 @@ int cmd_distill(int argc, char **argv)
         STROPT("--tokenizer", tok)
         STROPT("-o", out)
         STROPT("--output", out)
-        STROPT("--optimizer", o->optimizer)
-        STROPT("--schedule", o->schedule)
-        STROPT("--checkpoint", o->checkpoint)
-        INTOPT("--epochs", 1, 100000, o->epochs)
-        INTOPT("--batch", 1, 1 << 20, o->batch)
-        INTOPT("--accum", 1, 1 << 20, o->accum)
-        INTOPT("--seed", 0, INT64_MAX, o->seed)
-        INTOPT("--threads", 0, 1024, o->nthreads)
-        INTOPT("--checkpoint-every", 1, INT64_MAX / 2, o->checkpoint_every)
-        INTOPT("--max-steps", 1, INT64_MAX / 2, o->max_steps)
-        INTOPT("--seq-len", 2, 1 << 20, o->seq_len)
-        INTOPT("--step-size", 1, 1 << 20, o->step_size)
-        FLTOPT("--lr", 1e-12, 1e3, o->lr)
-        FLTOPT("--momentum", 0, 0.999999, o->momentum)
-        FLTOPT("--weight-decay", 0, 10, o->weight_decay)
-        FLTOPT("--warmup", 0, 1, o->warmup)
-        FLTOPT("--gamma", 1e-9, 1, o->gamma)
-        FLTOPT("--label-smoothing", 0, 0.999, o->label_smoothing)
         FLTOPT("--temperature", 1e-3, 1e3, d.temperature)
         FLTOPT("--alpha", 0, 1, d.alpha)
         else if (a[0] == '-' && a[1]) return cli_usage(C, "unknown option '%s'", a);
@@ -146,20 +113,11 @@ int cmd_distill(int argc, char **argv)
     if (!student) return cli_usage(C, "missing --student KIND_OR_FILE (mlp, mlp-small, lenet5, cnn, llama-tiny or a model file)");
     if (!data) return cli_usage(C, "missing --data SPEC");
     if (!out) return cli_usage(C, "missing -o OUT");
-    if (strcmp(o->optimizer, "sgd") && strcmp(o->optimizer, "adamw"))
-        return cli_usage(C, "--optimizer must be sgd or adamw, got '%s'", o->optimizer);
-    if (strcmp(o->schedule, "const") && strcmp(o->schedule, "cosine") && strcmp(o->schedule, "step") &&
-        strcmp(o->schedule, "onecycle"))
-        return cli_usage(C, "--schedule must be const, cosine, step or onecycle, got '%s'", o->schedule);
-    if (tok && strncmp(data, "text:", 5) != 0)
-        return cli_usage(C, "--tokenizer applies to text: data sets, not '%s'", data);
-    int builtin = 0;
-    for (int k = 0; builtins[k]; k++) builtin |= strcmp(student, builtins[k]) == 0;
-    if (!builtin && access(student, F_OK) != 0 && !strchr(student, '.') && !strchr(student, '/'))
-        return cli_usage(C, "unknown student '%s' (built-in: mlp, mlp-small, lenet5, cnn, llama-tiny; or a model file)",
-                         student);
+    if (cli_train_check(C, o, data, tok)) return EXIT_USAGE;
+    if (cli_model_kind_ok(C, "student", student)) return EXIT_USAGE;
+    int builtin = cli_is_builtin(student);
 
-    char *data_full = with_tok(data, tok), *val_full = valspec ? with_tok(valspec, tok) : NULL;
+    char *data_full = cli_with_tok(data, tok), *val_full = valspec ? cli_with_tok(valspec, tok) : NULL;
     sh_error err = {0};
     sh_graph *g = NULL, *t = NULL;
     sh_dataset *tr = NULL, *va = NULL;

@@ -54,7 +54,6 @@ static const char *usage_text =
     "  shrink train llama-tiny --data text:tinyshakespeare.txt --seq-len 128 --max-steps 200\n"
     "\n" CLI_EXIT_CODES;
 
-static const char *builtins[] = {"mlp", "mlp-small", "lenet5", "cnn", "llama-tiny", NULL};
 
 typedef struct prog_ctx {
     int quiet;
@@ -101,15 +100,6 @@ static void json_str(FILE *f, const char *s)
     fputc('"', f);
 }
 
-static char *with_tok(const char *spec, const char *tok)
-{
-    if (!tok || strncmp(spec, "text:", 5) != 0 || strstr(spec, ",tok=")) return NULL;
-    size_t n = strlen(spec) + strlen(tok) + 8;
-    char *s = malloc(n);
-    if (s) snprintf(s, n, "%s,tok=%s", spec, tok);
-    return s;
-}
-
 int cmd_train(int argc, char **argv)
 {
     const char *C = "train";
@@ -117,76 +107,38 @@ int cmd_train(int argc, char **argv)
     int json = 0, quiet = 0;
     sh_train_opts o;
     sh_train_opts_default(&o);
-    int64_t iv;
-    double fv;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-#define INTOPT(flag, lo, hi, dst)                                                                                      \
-    else if (strcmp(a, flag) == 0)                                                                                     \
-    {                                                                                                                  \
-        if (!(v = cli_arg(C, argc, argv, &i)) || cli_int(C, a, v, lo, hi, &iv)) return EXIT_USAGE;                     \
-        dst = iv;                                                                                                      \
-    }
-#define FLTOPT(flag, lo, hi, dst)                                                                                      \
-    else if (strcmp(a, flag) == 0)                                                                                     \
-    {                                                                                                                  \
-        if (!(v = cli_arg(C, argc, argv, &i)) || cli_float(C, a, v, lo, hi, &fv)) return EXIT_USAGE;                   \
-        dst = (float)fv;                                                                                               \
-    }
 #define STROPT(flag, dst)                                                                                              \
     else if (strcmp(a, flag) == 0)                                                                                     \
     {                                                                                                                  \
         if (!(v = cli_arg(C, argc, argv, &i))) return EXIT_USAGE;                                                      \
         dst = v;                                                                                                       \
     }
+        int tr = cli_train_option(C, argc, argv, &i, &o);
+        if (tr < 0) return EXIT_USAGE;
+        if (tr > 0) continue;
         if (cli_is_help(a)) {
             fputs(usage_text, stdout);
             return EXIT_OK;
         } else if (strcmp(a, "--json") == 0) json = 1;
         else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) quiet = 1;
-        else if (strcmp(a, "--nesterov") == 0) o.nesterov = 1;
         STROPT("--data", data)
         STROPT("--val", valspec)
         STROPT("--tokenizer", tok)
         STROPT("-o", out)
         STROPT("--output", out)
-        STROPT("--optimizer", o.optimizer)
-        STROPT("--schedule", o.schedule)
-        STROPT("--checkpoint", o.checkpoint)
-        INTOPT("--epochs", 1, 100000, o.epochs)
-        INTOPT("--batch", 1, 1 << 20, o.batch)
-        INTOPT("--accum", 1, 1 << 20, o.accum)
-        INTOPT("--seed", 0, INT64_MAX, o.seed)
-        INTOPT("--threads", 0, 1024, o.nthreads)
-        INTOPT("--checkpoint-every", 1, INT64_MAX / 2, o.checkpoint_every)
-        INTOPT("--max-steps", 1, INT64_MAX / 2, o.max_steps)
-        INTOPT("--seq-len", 2, 1 << 20, o.seq_len)
-        INTOPT("--step-size", 1, 1 << 20, o.step_size)
-        FLTOPT("--lr", 1e-12, 1e3, o.lr)
-        FLTOPT("--momentum", 0, 0.999999, o.momentum)
-        FLTOPT("--weight-decay", 0, 10, o.weight_decay)
-        FLTOPT("--warmup", 0, 1, o.warmup)
-        FLTOPT("--gamma", 1e-9, 1, o.gamma)
-        FLTOPT("--label-smoothing", 0, 0.999, o.label_smoothing)
         else if (a[0] == '-' && a[1]) return cli_usage(C, "unknown option '%s'", a);
         else if (!model) model = a;
         else return cli_usage(C, "unexpected argument '%s' (one MODEL_OR_KIND only)", a);
     }
     if (!model) return cli_usage(C, "missing MODEL_OR_KIND (mlp, mlp-small, lenet5, cnn, llama-tiny or a model file)");
     if (!data) return cli_usage(C, "missing --data SPEC");
-    if (strcmp(o.optimizer, "sgd") && strcmp(o.optimizer, "adamw"))
-        return cli_usage(C, "--optimizer must be sgd or adamw, got '%s'", o.optimizer);
-    if (strcmp(o.schedule, "const") && strcmp(o.schedule, "cosine") && strcmp(o.schedule, "step") &&
-        strcmp(o.schedule, "onecycle"))
-        return cli_usage(C, "--schedule must be const, cosine, step or onecycle, got '%s'", o.schedule);
-    if (tok && strncmp(data, "text:", 5) != 0)
-        return cli_usage(C, "--tokenizer applies to text: data sets, not '%s'", data);
-    int builtin = 0;
-    for (int k = 0; builtins[k]; k++) builtin |= strcmp(model, builtins[k]) == 0;
-    if (!builtin && access(model, F_OK) != 0 && !strchr(model, '.') && !strchr(model, '/'))
-        return cli_usage(C, "unknown model '%s' (built-in: mlp, mlp-small, lenet5, cnn, llama-tiny; or a model file)", model);
+    if (cli_train_check(C, &o, data, tok)) return EXIT_USAGE;
+    if (cli_model_kind_ok(C, "model", model)) return EXIT_USAGE;
+    int builtin = cli_is_builtin(model);
 
-    char *data_full = with_tok(data, tok), *val_full = valspec ? with_tok(valspec, tok) : NULL;
+    char *data_full = cli_with_tok(data, tok), *val_full = valspec ? cli_with_tok(valspec, tok) : NULL;
     sh_error err = {0};
     sh_graph *g = NULL;
     sh_dataset *tr = NULL, *va = NULL;
