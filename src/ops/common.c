@@ -98,3 +98,24 @@ void sh_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alp
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, (blasint)M,
                 (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
 }
+
+int sh_gemm_epilogue(sh_kctx *k, const sh_tensor *C, int64_t M, int64_t N, int *relu, int64_t *cm, int64_t *cn)
+{
+    char b[128];
+    const char *act = sh_attr_string(k->node, "activation", "");
+    if (*act && strcmp(act, "Relu") != 0)
+        return sh_op_err(k, SH_EUNSUPPORTED, "activation '%s' (only Relu can be fused into Gemm)", act);
+    *relu = *act != 0;
+    *cm = *cn = 0;
+    if (!C) return SH_OK;
+    int64_t c0 = 1, c1 = 1;
+    if (C->ndim == 1) c1 = C->shape[0];
+    else if (C->ndim == 2) c0 = C->shape[0], c1 = C->shape[1];
+    else if (C->ndim > 2)
+        return sh_op_err(k, SH_ESHAPE, "C %s has more than 2 dims", sh_shape_str(C->ndim, C->shape, b, sizeof b));
+    if ((c0 != 1 && c0 != M) || (c1 != 1 && c1 != N))
+        return sh_op_err(k, SH_ESHAPE, "C %s does not broadcast to the output [%lld,%lld]",
+                         sh_shape_str(C->ndim, C->shape, b, sizeof b), (long long)M, (long long)N);
+    *cm = c0, *cn = c1;
+    return SH_OK;
+}

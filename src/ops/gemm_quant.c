@@ -37,7 +37,7 @@ typedef struct qgeom {
 
 static int qsetup(sh_kctx *k, const sh_tensor *const *in, int n_in, qgeom *g)
 {
-    char b1[96], b2[96], b3[96];
+    char b1[96], b2[96];
     const sh_tensor *A = in[0], *B = in[1], *C = n_in > 2 ? in[2] : NULL;
     const sh_format_traits *ft = sh_format_get(B->fmt);
     if (!ft || !ft->is_quantized || !sh_format_is_grouped(B->fmt))
@@ -63,22 +63,7 @@ static int qsetup(sh_kctx *k, const sh_tensor *const *in, int n_in, qgeom *g)
                          ft->name, (long long)g->K, SH_QK);
     g->M = sh_tensor_numel(A) / g->K;
     g->beta = sh_attr_float(k->node, "beta", 1.0f);
-    const char *act = sh_attr_string(k->node, "activation", "");
-    if (*act && strcmp(act, "Relu") != 0)
-        return sh_op_err(k, SH_EUNSUPPORTED, "activation '%s' (only Relu can be fused into Gemm)", act);
-    g->relu = *act != 0;
-    g->cm = g->cn = 0;
-    if (C) {
-        int64_t c0 = 1, c1 = 1;
-        if (C->ndim == 1) c1 = C->shape[0];
-        else if (C->ndim == 2) c0 = C->shape[0], c1 = C->shape[1];
-        else if (C->ndim > 2) return sh_op_err(k, SH_ESHAPE, "C %s has more than 2 dims", sh_shape_str(C->ndim, C->shape, b3, sizeof b3));
-        if ((c0 != 1 && c0 != g->M) || (c1 != 1 && c1 != g->N))
-            return sh_op_err(k, SH_ESHAPE, "C %s does not broadcast to the output [%lld,%lld]",
-                             sh_shape_str(C->ndim, C->shape, b3, sizeof b3), (long long)g->M, (long long)g->N);
-        g->cm = c0, g->cn = c1;
-    }
-    return SH_OK;
+    return sh_gemm_epilogue(k, C, g->M, g->N, &g->relu, &g->cm, &g->cn);
 }
 
 int sh_gemm_quantized_infer(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *const *out, int n_out)

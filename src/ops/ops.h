@@ -103,6 +103,11 @@ int sh_gemm_sparse_infer(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_te
 int sh_gemm_sparse(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *const *out, int n_out);
 int sh_gemm_sparse_bwd(sh_kctx *k);
 
+/* Epilogue of the compressed-weight Gemm kernels: the fused activation
+ * attribute (only "Relu") and the broadcast of C ([N], [1,N], [M,N], scalar)
+ * to the [M,N] output; *cm, *cn are C's two dims (0 when C is absent). */
+int sh_gemm_epilogue(sh_kctx *k, const sh_tensor *C, int64_t M, int64_t N, int *relu, int64_t *cm, int64_t *cn);
+
 /* Family tables, each NULL-terminated, listed by registry.c. */
 extern const sh_op_def *const sh_ops_nn[];      /* ops/nn.c: Conv, Gemm, MatMul, pools, BN, LayerNorm */
 extern const sh_op_def *const sh_ops_elem[];    /* ops/elementwise.c: binary, unary, softmax, reduce */
