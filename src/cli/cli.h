@@ -56,7 +56,10 @@ int cli_train_option(const char *cmd, int argc, char **argv, int *i, sh_train_op
 int cli_train_check(const char *cmd, const sh_train_opts *o, const char *data, const char *tok);
 /* 0 if name is a built-in model kind or looks like a file; else a usage error. */
 int cli_model_kind_ok(const char *cmd, const char *what, const char *name);
-int cli_is_builtin(const char *name);
+/* The model to train: a built-in kind (built for the dataset: llama-tiny for
+ * text, the others for images, seeded by o->seed) or a model file. */
+int cli_model_for_data(const char *name, const char *data, const sh_dataset *tr, const sh_train_opts *o,
+                       sh_graph **g, sh_error *err);
 /* "SPEC,tok=TOK" for text: specs given --tokenizer (malloc'ed), else NULL. */
 char *cli_with_tok(const char *spec, const char *tok);
 

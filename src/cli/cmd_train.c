@@ -136,7 +136,6 @@ int cmd_train(int argc, char **argv)
     if (!data) return cli_usage(C, "missing --data SPEC");
     if (cli_train_check(C, &o, data, tok)) return EXIT_USAGE;
     if (cli_model_kind_ok(C, "model", model)) return EXIT_USAGE;
-    int builtin = cli_is_builtin(model);
 
     char *data_full = cli_with_tok(data, tok), *val_full = valspec ? cli_with_tok(valspec, tok) : NULL;
     sh_error err = {0};
@@ -151,32 +150,7 @@ int cmd_train(int argc, char **argv)
         rc = cli_fail(C, &err);
         goto done;
     }
-    if (builtin) {
-        int r;
-        if (strcmp(model, "llama-tiny") == 0) {
-            if (tr->kind != 2) {
-                err.code = SH_EINVAL;
-                snprintf(err.msg, sizeof err.msg, "llama-tiny trains on text (--data text:FILE), not %s", data);
-                rc = cli_fail(C, &err);
-                goto done;
-            }
-            sh_llama_config c = {64, 172, 4, 4, 4, tr->vocab > 0 ? tr->vocab : 256, o.seq_len > 0 ? o.seq_len : 128, 1};
-            r = sh_llama_build(&c, o.seed, &g, &err);
-        } else {
-            if (tr->kind != 1) {
-                err.code = SH_EINVAL;
-                snprintf(err.msg, sizeof err.msg, "%s trains on images (e.g. --data fashion-mnist:train), not %s",
-                         model, data);
-                rc = cli_fail(C, &err);
-                goto done;
-            }
-            r = sh_model_build(model, o.seed, &g, &err);
-        }
-        if (r) {
-            rc = cli_fail(C, &err);
-            goto done;
-        }
-    } else if (sh_model_load(model, &g, &err)) {
+    if (cli_model_for_data(model, data, tr, &o, &g, &err)) {
         rc = cli_fail(C, &err);
         goto done;
     }

@@ -97,11 +97,20 @@ int cli_model_kind_ok(const char *C, const char *what, const char *name)
     return 0;
 }
 
-int cli_is_builtin(const char *name)
+int cli_model_for_data(const char *name, const char *data, const sh_dataset *tr, const sh_train_opts *o,
+                       sh_graph **g, sh_error *err)
 {
-    for (int k = 0; builtins[k]; k++)
-        if (strcmp(name, builtins[k]) == 0) return 1;
-    return 0;
+    int builtin = 0;
+    for (int k = 0; builtins[k]; k++) builtin |= strcmp(name, builtins[k]) == 0;
+    if (!builtin) return sh_model_load(name, g, err);
+    if (strcmp(name, "llama-tiny") == 0) {
+        if (tr->kind != 2) return sh_err(err, SH_EINVAL, "llama-tiny trains on text (--data text:FILE), not %s", data);
+        sh_llama_config c = {64, 172, 4, 4, 4, tr->vocab > 0 ? tr->vocab : 256, o->seq_len > 0 ? o->seq_len : 128, 1};
+        return sh_llama_build(&c, o->seed, g, err);
+    }
+    if (tr->kind != 1)
+        return sh_err(err, SH_EINVAL, "%s trains on images (e.g. --data fashion-mnist:train), not %s", name, data);
+    return sh_model_build(name, o->seed, g, err);
 }
 
 char *cli_with_tok(const char *spec, const char *tok)
