@@ -339,6 +339,10 @@ typedef struct sh_run_opts {
     int training;       /* keep activations, BN batch stats, dropout active */
     uint64_t seed;      /* dropout and other randomness */
     int no_optimize;    /* inference: run g as it is (no sh_graph_optimize) */
+    int keep_values;    /* inference: every value keeps its own buffer, so
+                           sh_program_value reads any intermediate after a
+                           run (calibration, GPTQ statistics); combine with
+                           no_optimize to read values by g's own names */
 } sh_run_opts;
 
 /* Plan graph g (must outlive the program) into a program.  Shapes are
@@ -357,7 +361,7 @@ int sh_program_run(sh_program *p, const sh_tensor *const *inputs, int n_inputs, 
 int sh_program_num_outputs(const sh_program *p);
 sh_tensor *sh_program_output(sh_program *p, int i);
 /* Any value by name after a run (NULL if not kept by the memory plan; in
- * training mode all values are kept). */
+ * training mode and with keep_values all values are kept). */
 sh_tensor *sh_program_value(sh_program *p, const char *name);
 /* Sequence position of the first token of the next run (transformers with a
  * KV cache).  0 resets the cache. */

@@ -407,3 +407,41 @@ TEST(optimize_conv_kernels_match_naive)
         sh_graph_free(g);
     }
 }
+
+/* keep_values: every intermediate stays readable after a run, and equals the
+ * same value recomputed by a program whose output it is. */
+TEST(runtime_keep_values_reads_intermediates)
+{
+    sh_error e = {0};
+    sh_graph *g = NULL;
+    CHECK_OK(sh_model_build("lenet5", 3, &g, &e), &e);
+    if (!g) return;
+    int64_t xs[4] = {2, 1, 28, 28};
+    sh_tensor *x = gradcheck_rand(4, xs, 9, 0.0f, 1.0f);
+    sh_run_opts ko = {.nthreads = 1, .no_optimize = 1, .keep_values = 1};
+    sh_run_opts po = {.nthreads = 1, .no_optimize = 1};
+    sh_program *pk = NULL, *pp = NULL;
+    CHECK_OK(sh_program_new(g, &ko, &pk, &e), &e);
+    CHECK_OK(sh_program_new(g, &po, &pp, &e), &e);
+    const sh_tensor *in[1] = {x};
+    CHECK_OK(sh_program_run(pk, in, 1, &e), &e);
+    CHECK_OK(sh_program_run(pp, in, 1, &e), &e);
+    int checked = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const char *name = g->values[g->nodes[i].out[0]].name;
+        sh_tensor *v = sh_program_value(pk, name);
+        CHECK_MSG(v != NULL, "value %s not kept", name);
+        if (!v) continue;
+        /* the plain program does not keep intermediates */
+        if (i + 1 < g->n_nodes) CHECK(sh_program_value(pp, name) == NULL);
+        checked++;
+    }
+    CHECK(checked == g->n_nodes);
+    /* the output of the last node is the graph output in both */
+    sh_tensor *a = sh_program_output(pk, 0), *b = sh_program_output(pp, 0);
+    for (int64_t i = 0; i < sh_tensor_numel(a); i++) CHECK_NEAR(sh_f32(a)[i], sh_f32(b)[i], 0);
+    sh_program_free(pk);
+    sh_program_free(pp);
+    sh_tensor_free(x);
+    sh_graph_free(g);
+}

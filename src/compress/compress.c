@@ -333,7 +333,7 @@ int sh_taylor_scores(const sh_graph *g0, const sh_layer *L, int n, const sh_prun
             goto out;
         }
     }
-    sh_run_opts ro = {o->nthreads, 1, 0, 0};
+    sh_run_opts ro = {.nthreads = o->nthreads, .training = 1};
     if ((rc = sh_program_new(g, &ro, &p, err))) goto out;
     for (int i = 0; i < n && !rc; i++) rc = sh_program_require_grad(p, g->values[L[i].wv].name, err);
     for (int b = 0; b < NB && !rc; b++) {

@@ -413,7 +413,7 @@ static int plan(sh_program *p, const sh_tensor *const *inputs, sh_error *err)
                 size_t need = p->vals[v]->nbytes;
                 p->unplanned += need;
                 int best = -1;
-                if (!p->opts.training) /* smallest free buffer that fits, else the largest */
+                if (!p->opts.training && !p->opts.keep_values) /* smallest free buffer that fits, else the largest */
                     for (int f = 0; f < n_free; f++) {
                         int b = free_list[f];
                         if (best < 0) { best = f; continue; }
@@ -446,7 +446,7 @@ static int plan(sh_program *p, const sh_tensor *const *inputs, sh_error *err)
                 p->buf_of[v] = b;
             }
             /* release buffers whose value died here (outputs never used die at once) */
-            if (!p->opts.training) {
+            if (!p->opts.training && !p->opts.keep_values) {
                 for (int j = 0; j < n->n_in; j++) {
                     int v = n->in[j];
                     if (v < 0 || p->buf_of[v] < 0 || last_use[v] != i) continue;
@@ -539,7 +539,7 @@ sh_tensor *sh_program_value(sh_program *p, const char *name)
     if (!p->planned) return NULL;
     int v = sh_graph_find(p->g, name);
     if (v < 0) return NULL;
-    if (!p->opts.training && p->kind[v] == VK_ACT) {
+    if (!p->opts.training && !p->opts.keep_values && p->kind[v] == VK_ACT) {
         int is_out = 0;
         for (int i = 0; i < p->g->n_outputs; i++) is_out |= p->g->outputs[i] == v;
         if (!is_out) return NULL; /* its buffer may have been reused */
