@@ -898,12 +898,46 @@ int sh_sparsify(const sh_graph *g, const sh_sparsify_opts *o, sh_graph **out, sh
  * that is not an f32 initializer, and a weight also read by another node
  * (e.g. a tied embedding read by Gather): it stays f32 so the file never holds
  * the same matrix twice. */
+typedef enum sh_quant_mode {
+    SH_QMODE_WEIGHT = 0,   /* quantized weights, f32 activations */
+    SH_QMODE_DYNAMIC = 1,  /* int8 weights, activations quantized per call */
+    SH_QMODE_STATIC = 2    /* int8 weights and activations (calibrated ranges) */
+} sh_quant_mode;
+
+typedef enum sh_calib_method {
+    SH_CALIB_MINMAX = 0, SH_CALIB_PERCENTILE = 1, SH_CALIB_MSE = 2, SH_CALIB_ENTROPY = 3
+} sh_calib_method;
+
+typedef enum sh_quant_gran {
+    SH_QGRAN_DEFAULT = 0,  /* weight mode: group 32; dynamic / static: channel */
+    SH_QGRAN_TENSOR = 1, SH_QGRAN_CHANNEL = 2, SH_QGRAN_GROUP = 3
+} sh_quant_gran;
+
+/* Zero-initialise, then set what you need ({0} = weight-only 8-bit). */
 typedef struct sh_quant_opts {
     int bits;              /* 8, 4, 3, 2 (0: 8) */
-    int scheme;            /* 0 default for bits, 1 sym, 2 asym (SH_EINVAL if
-                              the bit width has no such format) */
+    int scheme;            /* 0 default for bits, 1 sym, 2 asym, 3 log (SH_EINVAL
+                              if the bit width has no such format) */
     int skip_classifier;   /* leave a Gemm that writes a graph output f32 */
     const char *exclude;   /* comma-separated node or weight names to skip */
+    int mode;              /* sh_quant_mode */
+    int granularity;       /* sh_quant_gran */
+    int group;             /* SH_QGRAN_GROUP: 32, 64 or 128 (0: 32) */
+    /* calibration data (static mode, GPTQ, AWQ, bias correction, sensitivity) */
+    const sh_dataset *calib;
+    int calib_samples;     /* items of calib used (0: 256 images / 32 rows of text) */
+    int batch;             /* 0: 32 */
+    int seq_len;           /* text rows: tokens per row (0: 64) */
+    int method;            /* sh_calib_method for activation ranges */
+    double percentile;     /* SH_CALIB_PERCENTILE: e.g. 99.99 (0: 99.99) */
+    /* error compensation */
+    int gptq;              /* GPTQ rounding with the calibration Hessian */
+    double gptq_damp;      /* fraction of mean diag(H) added (0: 0.01) */
+    int awq;               /* activation-aware per-channel scaling */
+    int bias_correction;   /* correct the output mean shift of quantized convs */
+    /* mixed precision: "name=bits,name=bits" overrides per layer (0 = f32) */
+    const char *layer_bits;
+    int nthreads;          /* 0: OpenMP default */
 } sh_quant_opts;
 
 typedef struct sh_quant_layer {
