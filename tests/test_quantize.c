@@ -60,7 +60,7 @@ TEST(quantize_gemm_matches_dequantized_f32)
         for (int f = 0; f < 5; f++) {
             sh_error e = {0};
             sh_graph *g = linear_graph(70, 96, relu, 1 - relu), *q = NULL;
-            sh_quant_opts o = {bits[f], scheme[f], 0, NULL};
+            sh_quant_opts o = {.bits = bits[f], .scheme = scheme[f]};
             sh_quant_report r;
             CHECK_OK(sh_quantize_weights(g, &o, &q, &r, &e), &e);
             CHECK(r.n_layers == 1 && !strcmp(sh_format_get(r.layers[0].fmt)->name, names[f]));
@@ -109,7 +109,7 @@ TEST(quantize_skips_and_errors)
 {
     sh_error e = {0};
     sh_graph *g = linear_graph(8, 40, 0, 1), *q = NULL;
-    sh_quant_opts o = {4, 0, 0, NULL};
+    sh_quant_opts o = {.bits = 4, .scheme = 0};
     sh_quant_report r;
     CHECK_OK(sh_quantize_weights(g, &o, &q, &r, &e), &e);
     /* K = 40: padded with zero weights to 64; same result as the dequantized f32 weight */
@@ -162,8 +162,8 @@ TEST(quantize_skips_and_errors)
     CHECK(sh_graph_find(q, "w") >= 0 && q->values[sh_graph_find(q, "w")].init->fmt == SH_F32);
     sh_graph_free(q);
     /* bad options */
-    sh_quant_opts bad[] = {{5, 0, 0, NULL}, {9, 0, 0, NULL}, {8, 2, 0, NULL}, {3, 2, 0, NULL}, {2, 1, 0, NULL},
-                           {4, 7, 0, NULL}};
+    sh_quant_opts bad[] = {{.bits = 5, .scheme = 0}, {.bits = 9, .scheme = 0}, {.bits = 8, .scheme = 2}, {.bits = 3, .scheme = 2}, {.bits = 2, .scheme = 1},
+                           {.bits = 4, .scheme = 7}};
     for (int i = 0; i < 6; i++) {
         q = (sh_graph *)1;
         CHECK(sh_quantize_weights(g, &bad[i], &q, NULL, &e) == SH_EINVAL && !q);
@@ -208,7 +208,7 @@ TEST(quantize_save_reload_identical_and_smaller)
     char p0[512], p1[512];
     snprintf(p0, sizeof p0, "%s/wq_f32.onnx", sh_test_tmpdir());
     snprintf(p1, sizeof p1, "%s/wq_q4.onnx", sh_test_tmpdir());
-    sh_quant_opts o = {4, 2, 0, NULL};
+    sh_quant_opts o = {.bits = 4, .scheme = 2};
     CHECK_OK(sh_quantize_weights(g, &o, &q, NULL, &e), &e);
     CHECK_OK(sh_model_save(g, p0, &e), &e);
     CHECK_OK(sh_model_save(q, p1, &e), &e);
@@ -289,7 +289,7 @@ TEST(quantize_stories260k_quality)
     double ppl[5] = {0};
     for (int f = 0; f < (full ? 5 : 3); f++) { /* q3_0 / q2_1 only in table mode */
         sh_graph *q = NULL;
-        sh_quant_opts o = {bits[f], scheme[f], 0, NULL};
+        sh_quant_opts o = {.bits = bits[f], .scheme = scheme[f]};
         CHECK_OK(sh_quantize_weights(g, &o, &q, NULL, &e), &e);
         if (!q) continue;
         sh_eval_report r;
