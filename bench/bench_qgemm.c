@@ -135,6 +135,8 @@ __attribute__((target("avx512f,avx512vnni"), noinline)) static double vnni_peak(
     return 16.0 * 128.0 * (double)iters / t * 1e-9;
 }
 
+static double g_peak; /* vnni_peak_probe of this run */
+
 static void bench_gemm(int a_signed, int runs)
 {
     int M = 1024, N = 1024, K = 1024;
@@ -164,8 +166,10 @@ static void bench_gemm(int a_signed, int runs)
     int same = memcmp(C, D, (size_t)M * N * 4) == 0;
     double ops = 2.0 * M * N * K;
     const char *nm = a_signed ? "int8_gemm_s8s8_1024" : "int8_gemm_u8s8_1024";
-    printf("%-34s %9.1f %9.1f %6.2fx   GOP/s per thread-CPU-second, 1 thread, %s path, s32 results %s\n", nm,
-           ops / ts * 1e-9, ops / td * 1e-9, td / ts, sh_cpu_level_name(pb->level), same ? "identical" : "DIFFER");
+    printf("%-34s %9.1f %9.1f %6.2fx   GOP/s per thread-CPU-second, 1 thread, %s path, s32 results %s; %.0f %% of the "
+           "vpdpbusd peak (oneDNN %.0f %%)\n", nm, ops / ts * 1e-9, ops / td * 1e-9, td / ts, sh_cpu_level_name(pb->level),
+           same ? "identical" : "DIFFER", g_peak > 0 ? 100 * ops / ts * 1e-9 / g_peak : 0,
+           g_peak > 0 ? 100 * ops / td * 1e-9 / g_peak : 0);
     printf("%-28s_wall %9.1f %9.1f %6.2fx   GOP/s wall clock (machine load shows here)\n", nm, ops / tsw * 1e-9,
            ops / tdw * 1e-9, tdw / tsw);
     fflush(stdout);
@@ -189,7 +193,117 @@ __attribute__((target("avx2"), noinline)) static double stream_sum(const float *
     return (double)v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7];
 }
 
-static void bench_gemv(int runs)
+/* The same with AVX-512: 8 independent zmm sums, 512 bytes per step, and
+ * optionally a software prefetch `pf` bytes ahead (0: none). */
+__attribute__((target("avx512f"), noinline)) static double stream_sum512(const float *p, size_t n, size_t pf)
+{
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+    size_t i = 0;
+    for (; i + 128 <= n; i += 128) {
+        if (pf) {
+            _mm_prefetch((const char *)(p + i) + pf, _MM_HINT_T0);
+            _mm_prefetch((const char *)(p + i) + pf + 64, _MM_HINT_T0);
+            _mm_prefetch((const char *)(p + i) + pf + 128, _MM_HINT_T0);
+            _mm_prefetch((const char *)(p + i) + pf + 192, _MM_HINT_T0);
+            _mm_prefetch((const char *)(p + i) + pf + 256, _MM_HINT_T0);
+            _mm_prefetch((const char *)(p + i) + pf + 320, _MM_HINT_T0);
+            _mm_prefetch((const char *)(p + i) + pf + 384, _MM_HINT_T0);
+            _mm_prefetch((const char *)(p + i) + pf + 448, _MM_HINT_T0);
+        }
+        s0 = _mm512_add_ps(s0, _mm512_loadu_ps(p + i));
+        s1 = _mm512_add_ps(s1, _mm512_loadu_ps(p + i + 16));
+        s2 = _mm512_add_ps(s2, _mm512_loadu_ps(p + i + 32));
+        s3 = _mm512_add_ps(s3, _mm512_loadu_ps(p + i + 48));
+        s4 = _mm512_add_ps(s4, _mm512_loadu_ps(p + i + 64));
+        s5 = _mm512_add_ps(s5, _mm512_loadu_ps(p + i + 80));
+        s6 = _mm512_add_ps(s6, _mm512_loadu_ps(p + i + 96));
+        s7 = _mm512_add_ps(s7, _mm512_loadu_ps(p + i + 112));
+    }
+    __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)),
+                             _mm512_add_ps(_mm512_add_ps(s4, s5), _mm512_add_ps(s6, s7)));
+    return (double)_mm512_reduce_add_ps(s);
+}
+
+/* streaming read of n floats by nt threads (each a contiguous part); kind 0:
+ * AVX2 4 sums, 1: AVX-512 8 sums, 2: AVX-512 + prefetch 2 KB ahead */
+static double stream_par(const float *p, size_t n, int nt, int kind)
+{
+    double tot = 0;
+#pragma omp parallel num_threads(nt) reduction(+ : tot)
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        size_t a = n * (size_t)t / (size_t)T / 128 * 128, b = n * (size_t)(t + 1) / (size_t)T / 128 * 128;
+        tot += kind == 0 ? stream_sum(p + a, b - a) : stream_sum512(p + a, b - a, kind == 2 ? 2048 : 0);
+    }
+    return tot;
+}
+
+static double cpu_proc(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* int4 GEMV with nt threads, weights out of cache, vs the best of three
+ * streaming reads of the same bytes with the same threads (the DRAM read
+ * limit measured in the same run).  fmt: SH_Q4_0 or SH_Q4_1. */
+static void bench_gemv(int runs, sh_format fmt, int nt)
+{
+    int N = 4096, K = 4096, NM0 = getenv("BENCH_NM") ? atoi(getenv("BENCH_NM")) : 8, NM = NM0 < 1 ? 1 : NM0 > 32 ? 32 : NM0;
+    size_t rb = sh_format_bytes(fmt, K), mb = rb * N;
+    unsigned char *w = malloc(mb * NM);
+    float *row = malloc((size_t)K * 4), *x = malloc((size_t)K * 4), *y = malloc((size_t)N * 4);
+    for (int i = 0; i < K; i++) x[i] = (float)((int)(rnd() % 2001) - 1000) / 1000.0f;
+    for (int m = 0; m < NM; m++)
+        for (int n = 0; n < N; n++) {
+            for (int k = 0; k < K; k++) row[k] = (float)((int)(rnd() % 2001) - 1000) / 1000.0f;
+            sh_format_get(fmt)->from_f32(row, w + m * mb + n * rb, K);
+        }
+    sh_error err = {0};
+    sh_qweight *qw[32];
+    for (int m = 0; m < NM; m++)
+        if (sh_qweight_new(w + m * mb, fmt, N, K, -1, &qw[m], &err)) { fprintf(stderr, "%s\n", err.msg); exit(1); }
+    size_t nf = qw[0]->bytes / 4;
+    int nr = runs * NM;
+    double *tg = malloc(sizeof(double) * (size_t)nr * 8);
+    double *ts[3] = {tg + nr * 2, tg + nr * 4, tg + nr * 6}, *tgw = tg + nr;
+    volatile double sink = 0;
+    for (int r = -NM; r < nr; r++) {
+        int m = (r + NM) % NM;
+        double c0 = nt == 1 ? cpu_now() : cpu_proc(), w0 = sh_now();
+        sh_qweight_matmul(x, 1, qw[m], NULL, y, nt, &err);
+        double c1 = nt == 1 ? cpu_now() : cpu_proc(), w1 = sh_now();
+        if (r >= 0) tg[r] = (c1 - c0) / nt, tgw[r] = w1 - w0;
+        for (int kd = 0; kd < 3; kd++) {
+            int m2 = (r + NM + 1 + kd) % NM;
+            double s0 = nt == 1 ? cpu_now() : cpu_proc();
+            sink += stream_par((const float *)qw[m2]->data, nf, nt, kd);
+            double s1 = nt == 1 ? cpu_now() : cpu_proc();
+            if (r >= 0) ts[kd][r] = (s1 - s0) / nt;
+        }
+    }
+    (void)sink;
+    double g = median(tg, nr), gw = median(tgw, nr), sb[3], best = 0;
+    const char *kn[3] = {"avx2-4sum", "avx512-8sum", "avx512+prefetch"};
+    int bk = 0;
+    for (int kd = 0; kd < 3; kd++) {
+        sb[kd] = (double)qw[0]->bytes / median(ts[kd], nr) * 1e-9;
+        if (sb[kd] > best) best = sb[kd], bk = kd;
+    }
+    double gbs = (double)qw[0]->bytes / g * 1e-9;
+    char nm[64];
+    snprintf(nm, sizeof nm, "%s_gemv_4096x4096_t%d", sh_format_get(fmt)->name, nt);
+    printf("%-34s %9.1f %9.1f %6.2fx   GB/s of weights vs best streaming read (%s; %.1f / %.1f / %.1f GB/s), CPU time, %.3f ms/GEMV (wall %.3f), %d x %.1f MB cycled, %s\n",
+           nm, gbs, best, gbs / best, kn[bk], sb[0], sb[1], sb[2], g * 1e3, gw * 1e3, NM, qw[0]->bytes / 1e6,
+           qw[0]->packed ? "avx512 packed" : sh_cpu_level_name(qw[0]->level));
+    fflush(stdout);
+    free(tg);
+    for (int m = 0; m < NM; m++) sh_qweight_free(qw[m]);
+    free(w); free(row); free(x); free(y);
+}
+
+static void bench_gemv_old(int runs)
 {
     int N = 4096, K = 4096, NM0 = getenv("BENCH_NM") ? atoi(getenv("BENCH_NM")) : 8, NM = NM0 < 1 ? 1 : NM0 > 32 ? 32 : NM0;
     size_t rb = sh_format_bytes(SH_Q4_0, K), mb = rb * N; /* 9.4 MB per matrix */
@@ -244,12 +358,19 @@ int main(int argc, char **argv)
         if (sh_cpu_features() & SH_CPU_AVX512VNNI) {
             double p[7];
             for (int i = 0; i < 7; i++) p[i] = vnni_peak();
+            g_peak = median(p, 7);
             printf("%-34s %9.1f %9s %7s   GOP/s of a vpdpbusd-only loop now (median of 7; the ceiling under the current load)\n",
                    "vnni_peak_probe", median(p, 7), "-", "-");
         }
         bench_gemm(0, runs);
         bench_gemm(1, runs);
     }
-    if (!*only || strstr("gemv", only)) bench_gemv(runs);
+    if (!*only || strstr("gemv", only)) {
+        bench_gemv(runs, SH_Q4_0, 1);
+        bench_gemv(runs, SH_Q4_1, 1);
+        bench_gemv(runs, SH_Q4_0, 2);
+        bench_gemv(runs, SH_Q4_1, 2);
+    }
+    (void)bench_gemv_old;
     return 0;
 }

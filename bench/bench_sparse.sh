@@ -11,8 +11,12 @@ cd "$(dirname "$0")/.."
 make --no-print-directory BUILD="$B" "$B/libshrink.a" >/dev/null
 cc -O2 -fopenmp -Iinclude -Isrc -I/usr/include/x86_64-linux-gnu/openblas-openmp \
    bench/bench_sparse.c "$B/libshrink.a" -lprotobuf-c -L/usr/lib/x86_64-linux-gnu/openblas-openmp -Wl,-rpath,/usr/lib/x86_64-linux-gnu/openblas-openmp -lopenblas -lz -lm -lpthread -o "$B/bench_sparse"
+# one thread: CPU time of the process (--cpu; robust to time slicing on the
+# shared machine); two threads: wall clock.  BATCHES=1 for batch 1 only.
 for cache in "" --cold; do
   for t in 1 2; do
-    env -u OPENBLAS_CORETYPE OMP_NUM_THREADS=$t "$B/bench_sparse" --threads $t --runs "$RUNS" $cache
+    cpu=""; [ "$t" = 1 ] && cpu=--cpu
+    env -u OPENBLAS_CORETYPE OMP_NUM_THREADS=$t OMP_WAIT_POLICY=passive "$B/bench_sparse" --threads $t --runs "$RUNS" \
+        --batches "${BATCHES:-1,8,64}" $cache $cpu
   done
 done

@@ -86,6 +86,10 @@ typedef enum sh_format {
     SH_Q3_0,     /* "q3_0": int3 symmetric, f16 scale */
     SH_Q2_1,     /* "q2_1": int2 asymmetric, f16 scale + min */
     SH_LOG4,     /* "log4": 4-bit power of two (sign + exponent), f16 scale */
+    /* the same with one scale (and min) per group of 64 / 128 values along K:
+     * "q4_0_g64" ... (quant_formats.h); the kernels run them as 32-blocks */
+    SH_Q4_0_G64, SH_Q4_1_G64, SH_Q8_0_G64, SH_Q3_0_G64, SH_Q2_1_G64, SH_LOG4_G64,
+    SH_Q4_0_G128, SH_Q4_1_G128, SH_Q8_0_G128, SH_Q3_0_G128, SH_Q2_1_G128, SH_LOG4_G128,
     SH_FORMAT_COUNT
 } sh_format;
 
@@ -406,6 +410,24 @@ int sh_onnx_save(const sh_graph *g, const char *path, sh_error *err);
 int sh_tensorproto_load(const char *path, sh_tensor **out, char **name, sh_error *err);
 int sh_tensorproto_save(const sh_tensor *t, const char *name, const char *path, sh_error *err);
 
+/* Static int8 graphs as QDQ ONNX (src/io/onnx_qdq.c).  Both return a new
+ * graph (g is not changed).
+ * sh_graph_to_qdq: QLinearConv / QGemm / QLinearMatMul / QLinearAdd /
+ *   QLinearGlobalAveragePool become DequantizeLinear -> Conv / Gemm / MatMul /
+ *   Add / GlobalAveragePool (-> Relu for a fused activation) ->
+ *   QuantizeLinear with the same scales and zero points (an int32 bias:
+ *   DequantizeLinear with scale x_scale * w_scale, axis 0), the form ONNX
+ *   Runtime reads and fuses back into its int8 kernels.  Opset >= 13.
+ * sh_graph_from_qdq: the reverse fusion of those patterns (DequantizeLinear
+ *   inputs with constant scales, a QuantizeLinear as the only consumer,
+ *   optionally through a Relu; a Gemm with f32 output becomes an f32-output
+ *   QGemm), so QDQ models from ORT's or PyTorch's quantizers run on shrink's
+ *   int8 kernels; MaxPool / Flatten / Reshape / Identity between a
+ *   DequantizeLinear and a QuantizeLinear of the same parameters run on the
+ *   integers.  Unmatched Q/DQ nodes stay (shrink runs them as they are). */
+int sh_graph_to_qdq(const sh_graph *g, sh_graph **out, sh_error *err);
+int sh_graph_from_qdq(const sh_graph *g, sh_graph **out, sh_error *err);
+
 /* llama2.c checkpoints (version 0 header) as a graph of the same IR.
  * The graph: input "tokens" (i64 [B,T]) -> Gather(tok_embeddings.weight) ->
  * per layer RMSNorm, Gemm wq/wk/wv (transB=1, weights [out,in]), RoPE,
@@ -479,7 +501,9 @@ void sh_dataset_free(sh_dataset *d);
 
 /* Built-in model definitions: "mlp", "mlp-small" (784-32-10, a distillation
  * student), "lenet5", "cnn" (small CNN with BN and a residual block),
- * "llama-tiny".  in_shape: C,H,W for image models. */
+ * "cnn-small" (conv-BN-ReLU 16/32/64, 24,282 parameters: a distillation
+ * student of cnn), "llama-tiny", "llama-2l" (stories260K's dims with 2
+ * layers: dim 64, hidden 172, 8 heads, 4 kv heads, vocab 512).  in_shape: C,H,W for image models. */
 int sh_model_build(const char *kind, uint64_t seed, sh_graph **out, sh_error *err);
 
 typedef struct sh_train_opts {
@@ -514,6 +538,29 @@ typedef struct sh_train_opts {
     int (*loss_fn)(void *ctx, const sh_tensor *x, const float *logits, const int32_t *targets, int64_t rows,
                    int64_t c, float scale, float *dlogits, double *loss, sh_error *err);
     void *loss_ctx;
+    /* Pruning masks (prune-train).  keep_zeros: every weight of rank >= 2
+     * keeps the zero pattern it has when training starts (the pruning
+     * mask): the gradients of masked elements are zeroed before each
+     * optimizer step, their optimizer moments are cleared and the elements
+     * are set back to exactly 0 after it, so N:M patterns stay N:M. */
+    int keep_zeros;
+    /* l1 > 0: L1-regularised training, l1 * sign(w) is added to the
+     * gradient of every weight of rank >= 2 (the loss l1 * sum |w|; the
+     * reported loss leaves that term out). */
+    float l1;
+    /* optional hook after every optimizer step (step = steps done, of
+     * total): it may change g's weights in place (gradual pruning); with
+     * keep_zeros, setting *remask = 1 takes the weights' current zero
+     * pattern as the new masks. */
+    int (*step_fn)(void *ctx, sh_graph *g, int64_t step, int64_t total, int *remask, sh_error *err);
+    void *step_ctx;
+    /* distill: optional hook after the loss, for models with extra outputs
+     * (feature / attention distillation): reads the training program's
+     * outputs, sets douts[j] (1 <= j < n; NULL = zero) to scale * d(aux
+     * loss)/d(output j) (tensors owned by ctx) and *loss to the aux loss. */
+    int (*aux_fn)(void *ctx, sh_program *p, float scale, const sh_tensor **douts, int n, double *loss,
+                  sh_error *err);
+    void *aux_ctx;
 } sh_train_opts;
 
 void sh_train_opts_default(sh_train_opts *o);
@@ -715,10 +762,31 @@ typedef struct sh_qlayout {
 /* Compression: distillation (src/compress/distill.c)                       */
 /* ------------------------------------------------------------------------ */
 
+/* A feature pair: teacher value name and student value name; an attention
+ * pair: Attention node names (or their 0-based indices among the Attention
+ * nodes, e.g. "4" and "1").  weight 0: 1. */
+typedef struct sh_distill_pair {
+    const char *teacher, *student;
+    float weight;
+} sh_distill_pair;
+
 typedef struct sh_distill_opts {
     sh_train_opts train;   /* optimizer, schedule, epochs, batch, seed, ... */
     float temperature;     /* softmax temperature T (default 4) */
     float alpha;           /* weight of the KL term (default 0.9) */
+    /* feature distillation: weight * mean((s - t)^2) between teacher value
+     * t and student value s, through a learned projection (1x1 Conv for
+     * [B,C,H,W], Gemm for [B,C]; trained with the student, then dropped)
+     * when the channel counts differ */
+    int n_features;
+    const sh_distill_pair *features;
+    /* attention distillation (language models): the probabilities [B,H,T,T]
+     * of the named Attention nodes, weight * mean over query rows of the
+     * squared L2 distance of the rows (heads averaged if H differs) */
+    int n_attention;
+    const sh_distill_pair *attention;
+    int no_cache;          /* images: run the teacher on every batch instead of
+                              computing its logits of the training set once */
 } sh_distill_opts;
 
 void sh_distill_opts_default(sh_distill_opts *o);
@@ -729,6 +797,14 @@ void sh_distill_opts_default(sh_distill_opts *o);
 double sh_loss_distill(const float *student, const float *teacher, const int32_t *targets, int64_t n, int64_t c,
                        float temperature, float alpha, float smoothing, float scale, float *dstudent);
 
+/* Attention-map distillation loss: s [B,Hs,T,T] and t [B,Ht,T,T] attention
+ * probabilities; the mean over the B*H*T query rows of the squared L2
+ * distance between rows (Hs == Ht: per head; else of the head-averaged maps,
+ * mean over B*T rows).  ds (optional) gets scale * d(loss)/ds.  NAN when out
+ * of memory. */
+double sh_loss_attention(const float *s, const float *t, int64_t B, int64_t Hs, int64_t Ht, int64_t T, float scale,
+                         float *ds);
+
 /* Train student in place on train with the distillation loss above; the
  * teacher runs in an inference program on the same batches (images: logits
  * per image; language models: logits per position, targets the next tokens).
@@ -736,6 +812,13 @@ double sh_loss_distill(const float *student, const float *teacher, const int32_t
  * sh_train (optimizers, schedules, checkpoints, validation on val). */
 int sh_distill(sh_graph *student, const sh_graph *teacher, const sh_dataset *train, const sh_dataset *val,
                const sh_distill_opts *o, sh_train_report *rep, sh_error *err);
+
+/* Teacher samples as training text (a language model without data): n
+ * stories generated by teacher from BOS (sh_generate, `steps` positions,
+ * temperature, plain sampling, seeds seed + i * golden), each re-encoded with
+ * BOS as one document of a token data set (*out, sh_dataset_free). */
+int sh_distill_samples(sh_graph *teacher, const sh_tokenizer *tok, int n, int steps, float temperature, uint64_t seed,
+                       int nthreads, sh_dataset **out, sh_error *err);
 
 /* ------------------------------------------------------------------------ */
 /* Compression: pruning (src/compress/prune.c, structured.c)                */
@@ -747,7 +830,22 @@ int sh_distill(sh_graph *student, const sh_graph *teacher, const sh_dataset *tra
 typedef enum sh_prune_method {
     SH_PRUNE_L1 = 0,     /* |w| (a block / channel: sum of |w|)            */
     SH_PRUNE_L2 = 1,     /* L2 norm of a block / channel (= |w| per weight) */
-    SH_PRUNE_TAYLOR = 2  /* sum over calibration batches of |w * dL/dw|     */
+    SH_PRUNE_TAYLOR = 2, /* sum over calibration batches of |w * dL/dw|     */
+    /* One-shot, calibrated, unstructured / N:M only (src/compress/wanda.c,
+     * sparsegpt.c); layers visited in order, each calibrated on the inputs
+     * the already-pruned earlier layers produce (q/k/v and w1/w3 together):
+     * calib rows (calib_batches * batch, of seq_len tokens for text).  Only
+     * Gemm / MatMul / Conv layers whose weight no other node reads (a tied
+     * embedding / classifier is left alone, with a note). */
+    SH_PRUNE_WANDA = 3,  /* Sun et al. 2023: |w_ij| * ||x_j||_2, the
+                            floor(ratio * in) lowest of each output row (or
+                            M-N of every M) go; no weight update */
+    SH_PRUNE_SPARSEGPT = 4 /* Frantar & Alistarh 2023: OBS column by column
+                            with the Cholesky factor of the damped inverse
+                            Hessian (1 % of mean diag), lazy blocks of 128
+                            columns, adaptive mask per 128-column block (or
+                            N:M per group); kept weights updated to
+                            reconstruct the layer output */
 } sh_prune_method;
 
 typedef struct sh_prune_opts {
@@ -835,15 +933,92 @@ int sh_prune_channels(const sh_graph *g, const sh_prune_opts *o, sh_graph **out,
 int sh_prune_blocks(const sh_graph *g, const sh_prune_opts *o, sh_graph **out, sh_prune_report *rep,
                     sh_error *err);
 
-/* Sparse storage and execution (src/compress/sparsify.c, ops/gemm_sparse.c):
- * the f32 initializer weight of every Gemm (transA=0; a transB=0 weight is
- * transposed and the node gets transB=1) with at least min_sparsity zeros is
- * packed into the smallest allowed sparse format (nm only when the weight
- * already satisfies 2:4 or 4:8).  Such a Gemm then runs through sh_spmm and
- * has no backward.  With measure, dense (OpenBLAS) and sparse Gemm of that
+/* Transformer structured pruning with physical removal (src/compress/
+ * prune_llm.c) on Llama graphs (sh_llama_config_of; see sh_llama2c_load).
+ *  SH_LLM_HEADS: attention heads of every layer: the head's rows of wq (and
+ *    of wk / wv without GQA) and its columns of wo go, the Attention node's
+ *    n_heads / n_kv_heads shrink.  With grouped-query attention (n_kv_heads <
+ *    n_heads) the same number of query heads goes from every KV group
+ *    (round-half-even(ratio * heads per group)), KV heads stay.  Score per
+ *    head: L1 / L2 norm of its weights (wq rows and wo columns), or with
+ *    o->calib (method TAYLOR or WANDA) sum_j ||wo[:,j]||_2 * ||x_j||_2 over
+ *    its attention-output columns x_j (Wanda-style).
+ *  SH_LLM_FFN: FFN neurons (rows of w1 / w3, columns of w2): the SiluMul
+ *    channel groups of sh_prune_channels (L1 / L2 / Taylor), ratio per layer.
+ *  SH_LLM_LAYERS: whole transformer layers (both residual branches),
+ *    round-half-even(ratio * n_layers) of them: with o->calib, those whose
+ *    skipping raises KL(dense || skipped) on the calibration text least;
+ *    otherwise the smallest norm of the branch outputs' weights (wo, w2).
+ *    Later layers are renumbered, so the graph still saves as llama2.c.
+ * o->include / o->exclude name layers.N prefixes ("layers.0,layers.3") for
+ * heads / ffn / layers.  Removing every head / neuron / layer is SH_EINVAL.
+ * The result is checked and its shapes inferred; g is not changed. */
+typedef enum sh_llm_unit { SH_LLM_HEADS = 0, SH_LLM_FFN = 1, SH_LLM_LAYERS = 2 } sh_llm_unit;
+int sh_prune_llm(const sh_graph *g, int unit, const sh_prune_opts *o, sh_graph **out, sh_prune_report *rep,
+                 sh_error *err);
+
+/* Pruning with fine-tuning (src/compress/prune_schedule.c).  s = the target
+ * (prune.ratio: fraction of zeros, or of channels removed when structured). */
+typedef enum sh_prune_schedule {
+    SH_PRUNE_SCHED_ONESHOT = 0,   /* prune to s, fine-tune train.epochs */
+    SH_PRUNE_SCHED_ITERATIVE = 1, /* `rounds` K rounds: prune to
+                                     s_k = s * (1 - (1 - k/K)^3), fine-tune
+                                     train.epochs after each */
+    SH_PRUNE_SCHED_GRADUAL = 2,   /* Zhu & Gupta: train train.epochs, pruning
+                                     every `every` steps from t0 to t0 + n*dt
+                                     to s_t = s + (s_i - s)(1 - (t - t0)/(n dt))^3,
+                                     masks updated at each pruning step */
+    SH_PRUNE_SCHED_L1 = 3         /* train l1_epochs with l1 * sum|w| added to
+                                     the loss, prune to s, fine-tune train.epochs */
+} sh_prune_schedule;
+
+typedef struct sh_prune_train_opts {
+    sh_prune_opts prune;     /* method, ratio, global, N:M, block, layers */
+    int structured;          /* 1: remove channels (sh_prune_channels);
+                                oneshot or iterative only */
+    int schedule;            /* sh_prune_schedule */
+    int rounds;              /* iterative: K (default 3) */
+    double initial_sparsity; /* gradual: s_i (default 0) */
+    double begin, end;       /* gradual: pruning from begin to end, as
+                                fractions of the training steps
+                                (defaults 0 and 0.5) */
+    int64_t every;           /* gradual: steps between pruning steps
+                                (0: (end - begin) / 16 of the steps) */
+    float l1;                /* l1 schedule: lambda (default 1e-5) */
+    int l1_epochs;           /* l1 schedule: regularised epochs (0: train.epochs) */
+    sh_train_opts train;     /* fine-tuning; epochs 0: no fine-tuning.
+                                keep_zeros is set: pruned weights stay
+                                exactly zero (a step_fn still runs, after
+                                the gradual schedule's pruning) */
+    const sh_graph *teacher; /* non-NULL: fine-tune with sh_distill */
+    float temperature, alpha;/* distillation (defaults 4, 0.9) */
+    /* optional: called before each pruning step of oneshot / iterative /
+     * l1 (round k of rounds, target sparsity) */
+    void (*on_round)(void *ctx, int round, int rounds, double sparsity);
+    void *round_ctx;
+} sh_prune_train_opts;
+void sh_prune_train_opts_default(sh_prune_train_opts *o);
+
+/* Prune g (not changed) with o's schedule, fine-tuning on train (val:
+ * validation after each epoch), and return the result in *out.  rep (may
+ * be NULL): per layer, g's weights before and *out's after; trep (may be
+ * NULL): the last training run's figures, steps and seconds summed.  N:M
+ * and threshold pruning take the oneshot or l1 schedule only. */
+int sh_prune_train(const sh_graph *g, const sh_dataset *train, const sh_dataset *val, const sh_prune_train_opts *o,
+                   sh_graph **out, sh_prune_report *rep, sh_train_report *trep, sh_error *err);
+
+/* Sparse storage and execution (src/compress/sparsify.c, ops/gemm_sparse.c,
+ * ops/conv_sparse.c): the f32 initializer weight of every Gemm (transA=0; a
+ * transB=0 weight is transposed and the node gets transB=1) and of every 1-D
+ * / 2-D Conv (stored [M, Cg*kh*kw], kernel_shape set; BatchNorm after a Conv
+ * is folded first) with at least min_sparsity zeros is packed into the
+ * smallest allowed sparse format (nm only when the weight already satisfies
+ * 2:4 or 4:8).  Such a Gemm then runs through sh_spmm, such a Conv through a
+ * direct sparse convolution, and neither has a backward.  With measure, dense (OpenBLAS) and sparse Gemm of that
  * layer are timed at batch 1 (and at o->batch, interleaved, median of
- * o->runs) and the layer stays dense unless sparse is faster (product of the
- * sparse/dense time ratios < 1).  A weight read by another node stays f32.
+ * o->runs; a Conv as one-node programs at its inferred input shape) and the
+ * layer stays dense unless sparse is faster (product of the sparse/dense
+ * time ratios < 1).  A weight read by another node stays f32.
  * Returns a new graph; g is not changed; rep may be NULL. */
 typedef struct sh_sparsify_opts {
     double min_sparsity;   /* fraction of zeros needed (default 0.5) */
@@ -884,11 +1059,24 @@ int sh_sparsify(const sh_graph *g, const sh_sparsify_opts *o, sh_graph **out, sh
 /* Compression: quantization (src/compress/quantize.c, ops/gemm_quant.c)    */
 /* ------------------------------------------------------------------------ */
 
-/* Weight-only quantization: the weight [N out, K in] of every Gemm with
- * transB=1 (Llama linear layers, PyTorch Linear exports) becomes a grouped
- * format (32 values per group along K, round to nearest):
- *   bits 8: q8_0 (sym)   4: q4_0 (sym, default) or q4_1 (asym)
+/* Weight-only quantization (src/compress/quantize.c, gptq.c, awq.c): the
+ * weight [N out, K in] of every Gemm with transB=1 (Llama linear layers,
+ * PyTorch Linear exports) and of every 2-D Conv ([Cout, Cin/group*kh*kw],
+ * BatchNorm folded first; stored [Cout, Kp] with attributes kernel_shape and
+ * weight_k, run by ops/conv_quant.c) becomes a grouped format:
+ *   bits 8: q8_0 (sym)   4: q4_0 (sym, default), q4_1 (asym), log4 (scheme 3)
  *   bits 3: q3_0 (sym)   2: q2_1 (asym)
+ * granularity group (32 values per scale along K; 64 / 128: the _g64 /
+ * _g128 rows, layers whose K is not a multiple stay f32 with a note),
+ * channel or tensor (one scale per row / tensor, stored in the 32-block
+ * layout with the scale repeated: the same bytes as group 32).  Rounding:
+ * to nearest, or o->gptq (GPTQ with Hessians from o->calib, sequential:
+ * each layer calibrated on the outputs of the already quantized layers),
+ * after optional o->awq (per-input-channel scales folded into the RMSNorm /
+ * LayerNorm that feeds the layer; other layers noted and unscaled) and with
+ * optional o->bias_correction (bias += (W - Q) E[x], a bias added if none).
+ * o->layer_bits "name=bits,..." (0 = f32) overrides the bits per layer
+ * (a name that is no layer, or bits other than 0/2/3/4/8: SH_EINVAL).
  * Gemm then runs on the low-bit kernels (activations quantized on the fly to
  * q8_0); such a Gemm has no backward.  K not a multiple of 32: each row is
  * padded with zero weights to Kp (the initializer is [N, Kp], the node gets
@@ -948,12 +1136,20 @@ typedef struct sh_quant_layer {
     int64_t bytes_before, bytes_after;
     double max_err, mean_err;  /* |w - dequant(quant(w))| */
     char note[160];        /* why a layer stayed f32 */
+    /* static int8 (quantize_int8.c): calibrated activation ranges of the
+     * layer's input and output (real values; 0 when not calibrated) */
+    float act_in_lo, act_in_hi, act_out_lo, act_out_hi;
 } sh_quant_layer;
 
 typedef struct sh_quant_report {
     int n_layers;
     sh_quant_layer *layers;
     int64_t bytes_before, bytes_after;   /* sh_graph_param_bytes */
+    /* dynamic / static int8 (quantize_int8.c): the mode, the calibration
+     * method (sh_calib_method) and percentile used, calibration items */
+    int mode, calib_method;
+    double percentile;
+    int64_t calib_items;
 } sh_quant_report;
 void sh_quant_report_free(sh_quant_report *r);
 /* Format for bits / scheme (see above), or -1 with err set. */
@@ -961,6 +1157,282 @@ int sh_quant_format(int bits, int scheme, sh_error *err);
 /* Returns a quantized copy of g (g is not changed); rep may be NULL. */
 int sh_quantize_weights(const sh_graph *g, const sh_quant_opts *o, sh_graph **out, sh_quant_report *rep,
                         sh_error *err);
+
+/* Quantization entry point (src/compress/quantize_int8.c): dispatches on
+ * o->mode.  SH_QMODE_WEIGHT: sh_quantize_weights.  SH_QMODE_DYNAMIC: every
+ * Gemm (transA=0) / MatMul with a constant f32 weight becomes a QGemm with f32
+ * input and output (activations quantized per call, s8 weights per channel
+ * or per tensor); Conv stays f32 (noted).  SH_QMODE_STATIC (needs o->calib):
+ * on a copy with BatchNorm folded and Relu fused, the input and output of
+ * every Conv / Gemm / MatMul with a constant weight (and of residual Adds)
+ * are calibrated with o->method, then the graph is rewritten to u8
+ * activations (asymmetric per tensor) and s8 weights (symmetric per channel
+ * by default, o->granularity): QuantizeLinear where f32 enters, QLinearConv /
+ * QGemm chains (u8 flows through MaxPool, Flatten, Reshape), QLinearAdd for
+ * residual adds, DequantizeLinear before ops without an int8 form and graph
+ * outputs.  o->bits must be 8 (or 0).  Layers left f32 get a note.  Returns
+ * a new graph; g is not changed; rep may be NULL. */
+int sh_quantize(const sh_graph *g, const sh_quant_opts *o, sh_graph **out, sh_quant_report *rep, sh_error *err);
+
+/* Activation calibration (src/compress/calibrate.c).  Per value: the exact
+ * min / max and a histogram of |x| with SH_CALIB_BINS bins over [0, R] (R
+ * doubles, merging bin pairs, when a larger |x| arrives), positive and
+ * negative values counted apart.  Range methods give [lo, hi] (always
+ * containing 0):
+ *   minmax      [min, max]
+ *   percentile  [P_(100-p), P_p] of the signed values (p e.g. 99.99)
+ *   mse         the symmetric clip T (a bin edge) minimising the expected
+ *               u8 quantization MSE of the histogram, [max(min,-T), min(max,T)]
+ *   entropy     TensorRT's threshold T: for i = 128..bins, P = the first i
+ *               bins of the |x| histogram (outliers added to bin i-1), Q = P
+ *               merged into 128 bins and expanded over P's non-empty bins;
+ *               T = i * width for the i minimising KL(P || Q); exact
+ *               zeros (exact in u8: a Relu output's many) are left out. */
+#define SH_CALIB_BINS 2048
+typedef struct sh_calib sh_calib;
+int sh_calib_new(int n_values, sh_calib **out, sh_error *err);
+void sh_calib_free(sh_calib *c);
+/* Add n samples of value i. */
+int sh_calib_observe(sh_calib *c, int i, const float *x, int64_t n, sh_error *err);
+/* Range of value i by method (sh_calib_method; percentile for SH_CALIB_PERCENTILE). */
+int sh_calib_range(const sh_calib *c, int i, int method, double percentile, float *lo, float *hi, sh_error *err);
+/* Histogram of value i: bins of |x| (positive + negative counts), bin width,
+ * exact min / max and count of the samples seen. */
+int sh_calib_hist(const sh_calib *c, int i, const double **pos, const double **neg, double *width, float *mn,
+                  float *mx, int64_t *count);
+/* TensorRT's KL threshold (in bins: the chosen i) of a histogram of |x| with
+ * n bins, target bins (128 for 8 bits). */
+int sh_calib_entropy_bins(const double *hist, int n, int target);
+/* Run g (f32; as it is: no_optimize) over o->calib_samples items of
+ * o->calib in batches of o->batch and calibrate the n named values (any
+ * intermediate); *out (sh_calib_free) holds value i at index i. */
+int sh_calibrate(const sh_graph *g, const sh_quant_opts *o, int n, const char *const *names, sh_calib **out,
+                 sh_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Compression: sensitivity and automatic selection                         */
+/* (src/compress/sensitivity.c, src/compress/autoselect.c)                  */
+/* ------------------------------------------------------------------------ */
+
+/* A fixed, small evaluation set and the original model's outputs on it, so
+ * that variants of the model are compared cheaply and always on the same
+ * items.  Images (kind 1): the first `samples` items (0: 1000); the metric is
+ * top-1 accuracy, the drop is in percentage points.  Tokens (kind 2): the
+ * documents cut into windows of seq_len tokens (0: the model's, at most 256),
+ * up to `samples` scored next tokens (0: 2048); the metric is perplexity, the
+ * drop is its increase in %.  kl: mean over items / scored tokens of
+ * KL(softmax(original) || softmax(variant)) in nats. */
+typedef struct sh_compare sh_compare;
+typedef struct sh_compare_result {
+    double metric;     /* accuracy in [0, 1], or perplexity */
+    double drop;       /* accuracy pp lost, or perplexity % gained (vs original) */
+    double kl;         /* mean KL(original || variant), nats */
+} sh_compare_result;
+/* ref is only run inside sh_compare_new (its log-probabilities are kept). */
+int sh_compare_new(sh_graph *ref, const sh_dataset *d, int64_t samples, int seq_len, int nthreads,
+                   sh_compare **out, sh_error *err);
+void sh_compare_free(sh_compare *c);
+/* 1 classification, 2 language model; *base (may be NULL): the original's
+ * metric; *n (may be NULL): items / scored tokens. */
+int sh_compare_info(const sh_compare *c, double *base, int64_t *n);
+/* Evaluate variant g (same inputs and outputs as the original). */
+int sh_compare_eval(sh_compare *c, sh_graph *g, sh_compare_result *r, sh_error *err);
+
+/* Sensitivity: every prunable layer (Conv / Gemm / MatMul with an f32
+ * weight, see pruning) is compressed alone at each level and the model
+ * evaluated with sh_compare.  Quantization levels are bit widths (8, 4, 3,
+ * 2): the layer's weight (BatchNorm folded into it first, as
+ * sh_quantize_weights does), seen as [out, in] and each row padded to a
+ * multiple of 32, is rounded through the weight-only format of that width
+ * (sh_quant_format(bits, scheme): quantize then dequantize, activations stay
+ * f32), whether or not sh_quantize_weights can store that layer quantized
+ * (`quantizable` says; the note says why not).  Pruning levels are
+ * sparsities (unstructured, sh_prune with include = the layer, method L1 or
+ * L2) or N:M patterns.  One program runs all variants: the layer's weight is
+ * changed in place and restored. */
+#define SH_SENS_MAX_LEVELS 16
+typedef struct sh_sens_level {
+    double value;          /* bits, or sparsity in [0, 1) */
+    int n, m;              /* pruning: m > 0 for N:M (value: its sparsity (m-n)/m) */
+    char label[16];        /* "4", "0.5", "2:4" */
+} sh_sens_level;
+
+typedef struct sh_sens_opts {
+    int prune;             /* 0: quantization (bits), 1: pruning (sparsity) */
+    int n_levels;          /* 0: bits 8,4,3,2 / sparsity 0.25,0.5,0.75,0.9 */
+    sh_sens_level levels[SH_SENS_MAX_LEVELS];
+    int scheme;            /* quantization scheme (0 default, 1 sym, 2 asym) */
+    int method;            /* pruning: SH_PRUNE_L1 or SH_PRUNE_L2 */
+    const sh_dataset *data;/* evaluation data (images or tokens) */
+    int64_t samples;       /* see sh_compare_new (0: 1000 images / 2048 tokens) */
+    int seq_len;
+    const char *include;   /* only these layers (node or weight names) */
+    const char *exclude;   /* not these layers */
+    int nthreads;
+    /* optional progress (layer i of n done) */
+    void (*progress)(void *ctx, int done, int total);
+    void *progress_ctx;
+} sh_sens_opts;
+
+/* Parse "8,4,3,2" (bits) or "0.25,0.5,2:4" (pruning) into o->levels. */
+int sh_sens_parse_levels(const char *s, int prune, sh_sens_opts *o, sh_error *err);
+
+typedef struct sh_sens_cell {
+    double metric, drop, kl;   /* sh_compare_result of that variant */
+    int64_t bytes;             /* quantization: the weight's bytes in that format
+                                  (rows padded to 32); pruning: non-zero weights */
+} sh_sens_cell;
+
+typedef struct sh_sens_layer {
+    char name[128], weight[128], op[24];
+    int64_t rows, cols;        /* [out, in] view of the weight */
+    int64_t params;            /* weight elements */
+    int64_t zeros;             /* zero weights now */
+    int64_t macs;              /* multiply-adds per item (image, or token) */
+    int64_t bytes;             /* weight bytes now */
+    int quantizable;           /* quantization: sh_quantize_weights stores it quantized */
+    char note[160];
+    sh_sens_cell *cells;       /* n_levels */
+} sh_sens_layer;
+
+typedef struct sh_sens_report {
+    int prune;
+    int task;                  /* 1 classification, 2 language model */
+    int n_levels;
+    sh_sens_level levels[SH_SENS_MAX_LEVELS];
+    int n_layers;
+    sh_sens_layer *layers;
+    double base_metric;        /* accuracy or perplexity of the original */
+    int64_t samples;           /* items / scored tokens per evaluation */
+    int evaluations;
+    double seconds;
+} sh_sens_report;
+void sh_sens_report_free(sh_sens_report *r);
+int sh_sensitivity(const sh_graph *g, const sh_sens_opts *o, sh_sens_report *rep, sh_error *err);
+
+/* Automatic selection: per-layer choices from a sensitivity table (o->sens,
+ * or measured with o->sens_opts when NULL), applied together and measured
+ * with sh_compare (the drop and KL in the report are of the combined model).
+ *
+ * sh_autoquant: bits per layer from the levels of the table and f32, for
+ * the layers sh_quantize_weights can store quantized (the others stay f32).
+ *  - budget_bytes > 0: parameter bytes + overhead_bytes <= budget_bytes
+ *    with the least summed KL (multiple-choice knapsack, exact in units of
+ *    budget/20000 bytes, sizes rounded up); below the smallest reachable
+ *    size: SH_EINVAL naming it.
+ *  - else max_drop >= 0: the smallest model whose measured drop is <=
+ *    max_drop: bisection over the budget, each candidate (least summed KL
+ *    for that budget) quantized and evaluated; the all-f32 model always
+ *    qualifies.
+ * sh_autoprune: per-layer L1 sparsity minimising the summed KL (each
+ * layer's KL curve through the measured levels, lower convex hull,
+ * linear interpolation; beyond the last level the last slope x 4, at most
+ * max_layer_sparsity), greedy by KL per weight removed:
+ *  - target_sparsity in [0, 1): zeros / weights over the layers' weights
+ *    reaches it (integer counts; within 1 weight per layer);
+ *  - target_flops in (0, 1]: remaining MACs of the layers (MACs of zero
+ *    weights count as removed) <= target_flops x the dense MACs;
+ *  - target_latency_ms > 0: structured channel pruning (sh_prune_channels,
+ *    one include list per layer) with ratios r_i = min(max_layer_ratio,
+ *    r * w_i) (w_i from each layer's KL when half its channels go), r found
+ *    by bisection on the measured batch-1 latency; SH_EINVAL when even the
+ *    largest ratios miss the target (the message gives the latency reached).
+ * Exactly one target must be set. */
+typedef struct sh_auto_layer {
+    char name[128];
+    double choice;             /* quant: bits (0 f32); prune: sparsity or channel ratio */
+    char label[16];            /* "f32", "4", "0.73" */
+    int64_t params, bytes;     /* weight elements, bytes after */
+    int64_t zeros;             /* zero weights after (prune) */
+    double est_kl, est_drop;   /* from the sensitivity table (interpolated) */
+    char note[160];
+} sh_auto_layer;
+
+typedef struct sh_auto_report {
+    int task;                  /* 1 classification, 2 language model */
+    int n_layers;
+    sh_auto_layer *layers;
+    double base_metric, metric, drop, kl;  /* measured: original, combined */
+    double est_kl;             /* summed per-layer KL of the choice (-1: latency target) */
+    int64_t bytes_before, bytes_after;     /* sh_graph_param_bytes */
+    double sparsity;           /* zeros / weights over the layers (prune) */
+    double flops_frac;         /* remaining fraction of the layers' dense MACs */
+    double latency_ms_before, latency_ms;  /* target_latency_ms: measured, batch 1 */
+    double uniform_metric, uniform_drop;   /* target sparsity / flops: the same
+                                              target met with one sparsity for
+                                              every layer, measured (-1: not) */
+    int evaluations;           /* combined models evaluated */
+    double seconds;
+} sh_auto_report;
+void sh_auto_report_free(sh_auto_report *r);
+
+typedef struct sh_autoquant_opts {
+    int64_t budget_bytes;      /* > 0: byte budget */
+    double max_drop;           /* used when budget_bytes <= 0; must be >= 0 */
+    int64_t overhead_bytes;    /* file bytes beyond the parameters (0: none) */
+    int scheme;                /* 0 default, 1 sym, 2 asym */
+    const char *exclude;       /* layers kept f32 */
+    const sh_sens_report *sens;/* quantization sensitivity of g, or NULL */
+    sh_sens_opts sens_opts;    /* data, samples, levels, ... (always: data) */
+} sh_autoquant_opts;
+int sh_autoquant(const sh_graph *g, const sh_autoquant_opts *o, sh_graph **out, sh_auto_report *rep,
+                 sh_error *err);
+
+typedef struct sh_autoprune_opts {
+    double target_sparsity;    /* < 0: unset */
+    double target_flops;       /* < 0: unset */
+    double target_latency_ms;  /* <= 0: unset */
+    double max_layer_sparsity; /* 0: 0.98 */
+    double max_layer_ratio;    /* channel pruning: 0: 0.75 */
+    int uniform;               /* also measure the uniform baseline */
+    int latency_runs;          /* 0: 30 timed batch-1 runs per measurement */
+    const char *exclude;       /* layers left alone */
+    const sh_sens_report *sens;/* pruning sensitivity of g, or NULL */
+    sh_sens_opts sens_opts;
+} sh_autoprune_opts;
+/* Defaults: no target, uniform 1. */
+void sh_autoprune_opts_default(sh_autoprune_opts *o);
+int sh_autoprune(const sh_graph *g, const sh_autoprune_opts *o, sh_graph **out, sh_auto_report *rep,
+                 sh_error *err);
+
+/* Quantization-aware training (src/compress/qat.c, ops/fakequant.c).
+ * sh_qat_prepare returns a copy of g with FakeQuant(x, scale[, zero_point])
+ * nodes (forward dequant(quant(x)); backward: straight-through estimator for
+ * x, LSQ gradient for the scale) on the f32 weight of every Conv / Gemm /
+ * MatMul (symmetric narrow range, per output channel unless per_tensor,
+ * scale max|w| / (2^(bits-1) - 1): the prepared graph starts as
+ * round-to-nearest PTQ) and, with act_bits 8, on their f32 inputs (u8 per
+ * tensor, min/max ranges from calib).  Train it with sh_train or sh_distill
+ * (the original model as teacher); the scales train with the weights.
+ * sh_qat_convert replaces each fake-quantized weight by its dequantized
+ * values (the grid the trained model used) and drops the FakeQuant nodes
+ * (activation ranges are left to a static int8 pass: sh_quantize). */
+typedef struct sh_qat_opts {
+    int bits;              /* weight bits 2..8 (0: 8) */
+    int act_bits;          /* 0: f32 activations; 8: u8 fake-quant inputs */
+    int per_tensor;        /* one weight scale per tensor (default: per channel) */
+    const char *exclude;   /* comma-separated node or weight names to skip */
+    const sh_dataset *calib; /* activation ranges (act_bits 8) */
+    int calib_samples;     /* 0: 256 */
+    int nthreads;
+} sh_qat_opts;
+void sh_qat_opts_default(sh_qat_opts *o);
+int sh_qat_prepare(const sh_graph *g, const sh_qat_opts *o, sh_graph **out, sh_error *err);
+
+typedef struct sh_qat_layer {
+    char name[128];        /* FakeQuant node */
+    char value[128];       /* weight or activation it quantized */
+    int bits, weight;      /* weight: 1, activation: 0 */
+    int64_t channels;      /* scales */
+    double mean_scale;     /* mean learned scale */
+    int64_t clipped;       /* weight elements outside the grid (clipped) */
+} sh_qat_layer;
+typedef struct sh_qat_report {
+    int n_layers;
+    sh_qat_layer *layers;
+} sh_qat_report;
+void sh_qat_report_free(sh_qat_report *r);
+int sh_qat_convert(const sh_graph *g, sh_graph **out, sh_qat_report *rep, sh_error *err);
 
 /* ------------------------------------------------------------------------ */
 /* Utilities                                                                 */

@@ -52,7 +52,9 @@ static const char *const ops[] = {
     "Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Relu", "LeakyRelu", "Sigmoid",
     "Tanh", "Gelu", "Erf", "Softmax", "LogSoftmax", "MaxPool", "AveragePool", "GlobalAveragePool",
     "BatchNormalization", "Flatten", "Reshape", "Transpose", "Concat", "Identity", "Dropout",
-    "Constant", "Clip", "Pad", "ReduceMean", "LayerNormalization", NULL,
+    "Constant", "Clip", "Pad", "ReduceMean", "LayerNormalization",
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+    "MatMulInteger", "ConvInteger", NULL,
 };
 
 static int allowed(const char *op)
@@ -456,3 +458,10 @@ NODE_TEST(Clip)
 NODE_TEST(Pad)
 NODE_TEST(ReduceMean)
 NODE_TEST(LayerNormalization)
+NODE_TEST(QuantizeLinear)
+NODE_TEST(DequantizeLinear)
+NODE_TEST(DynamicQuantizeLinear)
+NODE_TEST(QLinearConv)
+NODE_TEST(QLinearMatMul)
+NODE_TEST(MatMulInteger)
+NODE_TEST(ConvInteger)

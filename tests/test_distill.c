@@ -262,3 +262,249 @@ TEST(distill_lenet5_into_mlp_fashion_subset)
     sh_dataset_free(tr);
     sh_dataset_free(te);
 }
+
+/* ---- feature / attention distillation, teacher logit cache, samples ----- */
+
+#include "gradcheck.h"
+
+/* mean squared difference of value `tv` of t and `sv` of s on d's first n images */
+static double feature_mse(sh_graph *t, const char *tv, sh_graph *s, const char *sv, const sh_dataset *d, int64_t n)
+{
+    sh_error err = {0};
+    sh_program *pt = NULL, *ps = NULL;
+    sh_run_opts ro = {.nthreads = 2, .no_optimize = 1, .keep_values = 1};
+    CHECK_OK(sh_program_new(t, &ro, &pt, &err), &err);
+    CHECK_OK(sh_program_new(s, &ro, &ps, &err), &err);
+    int64_t shape[4] = {n, 1, 28, 28};
+    sh_tensor *x = sh_tensor_view(SH_F32, 4, shape, d->x, &err);
+    const sh_tensor *ins[1] = {x};
+    CHECK_OK(sh_program_run(pt, ins, 1, &err), &err);
+    CHECK_OK(sh_program_run(ps, ins, 1, &err), &err);
+    sh_tensor *a = sh_program_value(pt, tv), *b = sh_program_value(ps, sv);
+    double m = -1;
+    if (a && b && sh_tensor_numel(a) == sh_tensor_numel(b)) m = sh_loss_mse(b->data, a->data, sh_tensor_numel(a), 0, NULL);
+    sh_tensor_free(x);
+    sh_program_free(pt);
+    sh_program_free(ps);
+    return m;
+}
+
+TEST(distill_feature_term_pulls_student_features)
+{
+    /* same widths (no projection): the feature term must bring the student's
+     * hidden layer close to the teacher's; plain training does not */
+    sh_dataset *d = synth(320, 4);
+    sh_graph *t = model("mlp-small", 1), *s = model("mlp-small", 2), *p = model("mlp-small", 2);
+    sh_distill_opts o;
+    sh_distill_opts_default(&o);
+    o.alpha = 0.5f;
+    o.train.batch = 32;
+    o.train.epochs = 3;
+    o.train.lr = 3e-3f;
+    o.train.nthreads = 2;
+    sh_distill_pair f = {"x2", "x2", 10.0f};
+    o.features = &f;
+    o.n_features = 1;
+    sh_error err = {0};
+    sh_train_report r;
+    double before = feature_mse(t, "x2", s, "x2", d, 64);
+    CHECK_OK(sh_distill(s, t, d, NULL, &o, &r, &err), &err);
+    double after = feature_mse(t, "x2", s, "x2", d, 64);
+    o.n_features = 0;
+    CHECK_OK(sh_distill(p, t, d, NULL, &o, &r, &err), &err);
+    double plain = feature_mse(t, "x2", p, "x2", d, 64);
+    CHECK_MSG(after < 0.05 * plain, "feature MSE %g -> %g with the term, %g without", before,
+              after, plain);
+    /* the caller's student keeps its structure (no extra outputs / nodes) */
+    CHECK(s->n_outputs == 1 && s->n_nodes == p->n_nodes);
+    sh_graph_free(t), sh_graph_free(s), sh_graph_free(p);
+    sh_dataset_free(d);
+}
+
+TEST(distill_feature_projection_when_widths_differ)
+{
+    /* teacher cnn layer4 [B,128,7,7], student cnn-small layer3 [B,64,7,7]:
+     * a 1x1 conv projection trains with the student and is dropped */
+    sh_dataset *d = synth(64, 6);
+    sh_graph *t = model("cnn", 1), *s = model("cnn-small", 2), *s0 = model("cnn-small", 2);
+    int nv = s->n_values, nn = s->n_nodes;
+    sh_distill_opts o;
+    sh_distill_opts_default(&o);
+    o.train.batch = 16;
+    o.train.epochs = 1;
+    o.train.nthreads = 2;
+    sh_distill_pair f = {"l4", "l3", 1.0f};
+    o.features = &f;
+    o.n_features = 1;
+    sh_error err = {0};
+    sh_train_report r;
+    CHECK_OK(sh_distill(s, t, d, NULL, &o, &r, &err), &err);
+    CHECK(isfinite(r.final_loss) && r.steps == 4);
+    CHECK(s->n_values == nv && s->n_nodes == nn && s->n_outputs == 1 && sh_graph_find(s, "kd.proj0.weight") < 0);
+    CHECK(weight_diff(s, s0) > 0);
+    /* shapes that no projection fixes: a clear error naming both */
+    sh_distill_pair bad = {"l4", "p1", 1.0f}; /* student p1 is [B,16,14,14] */
+    o.features = &bad;
+    CHECK(sh_distill(s, t, d, NULL, &o, &r, &err) == SH_ESHAPE && strstr(err.msg, "'l4'") && strstr(err.msg, "'p1'"));
+    sh_distill_pair missing = {"l4", "nope", 1.0f};
+    o.features = &missing;
+    CHECK(sh_distill(s, t, d, NULL, &o, &r, &err) == SH_EINVAL && strstr(err.msg, "nope"));
+    sh_graph_free(t), sh_graph_free(s), sh_graph_free(s0);
+    sh_dataset_free(d);
+}
+
+TEST(distill_teacher_cache_matches_teacher_runs)
+{
+    /* logits of the training set computed once == the teacher run per batch */
+    sh_dataset *d = synth(320, 8);
+    sh_graph *t = model("lenet5", 3), *a = model("mlp-small", 4), *b = model("mlp-small", 4);
+    sh_distill_opts o;
+    sh_distill_opts_default(&o);
+    o.train.batch = 32;
+    o.train.epochs = 2;
+    o.train.nthreads = 2;
+    sh_error err = {0};
+    sh_train_report r1, r2;
+    CHECK_OK(sh_distill(a, t, d, NULL, &o, &r1, &err), &err);
+    o.no_cache = 1;
+    CHECK_OK(sh_distill(b, t, d, NULL, &o, &r2, &err), &err);
+    CHECK_MSG(weight_diff(a, b) < 1e-4, "cached vs uncached teacher: weights differ by %g", weight_diff(a, b));
+    CHECK_NEAR(r1.final_loss, r2.final_loss, 1e-4);
+    sh_graph_free(t), sh_graph_free(a), sh_graph_free(b);
+    sh_dataset_free(d);
+}
+
+static void att_attrs(sh_graph *g, int node, void *ctx)
+{
+    sh_node_set_int(g, node, "n_heads", 4);
+    sh_node_set_int(g, node, "n_kv_heads", 2);
+    sh_node_set_int(g, node, "causal", 1);
+}
+
+TEST(attention_probabilities_output_gradcheck)
+{
+    /* Attention with its probabilities as output 1: rows sum to 1, causal
+     * zeros, y = P V, and finite differences through both outputs */
+    int64_t qs[3] = {2, 5, 16}, ks[3] = {2, 5, 8};
+    sh_tensor *q = gradcheck_rand(3, qs, 1, -1, 1), *k = gradcheck_rand(3, ks, 2, -1, 1),
+              *v = gradcheck_rand(3, ks, 3, -1, 1);
+    sh_tensor *in[3] = {q, k, v};
+    gradcheck_opts go = {0};
+    go.n_out = 2;
+    go.tol = 1e-2;
+    char rep[4096];
+    CHECK_MSG(gradcheck_node_ex("Attention", att_attrs, NULL, 3, in, &go, rep, sizeof rep) == 0, "%s", rep);
+    /* forward values */
+    sh_error err = {0};
+    sh_graph *g = sh_graph_new("att");
+    sh_graph_add_input(g, "q", SH_F32, 3, qs, &err);
+    sh_graph_add_input(g, "k", SH_F32, 3, ks, &err);
+    sh_graph_add_input(g, "v", SH_F32, 3, ks, &err);
+    const char *ins[3] = {"q", "k", "v"}, *outs[2] = {"y", "p"};
+    int nd = sh_graph_add_node(g, "Attention", "att", 3, ins, 2, outs, &err);
+    att_attrs(g, nd, NULL);
+    sh_graph_mark_output(g, "y", &err);
+    sh_graph_mark_output(g, "p", &err);
+    CHECK_OK(sh_graph_check(g, &err), &err);
+    for (int training = 0; training < 2; training++) {
+        sh_program *p = NULL;
+        sh_run_opts ro = {.nthreads = 1, .training = training};
+        CHECK_OK(sh_program_new(g, &ro, &p, &err), &err);
+        const sh_tensor *xi[3] = {q, k, v};
+        CHECK_OK(sh_program_run(p, xi, 3, &err), &err);
+        sh_tensor *y = sh_program_output(p, 0), *P = sh_program_output(p, 1);
+        CHECK(P->ndim == 4 && P->shape[0] == 2 && P->shape[1] == 4 && P->shape[2] == 5 && P->shape[3] == 5);
+        const float *pp = P->data, *vv = v->data, *yy = y->data;
+        for (int b = 0; b < 2; b++)
+            for (int h = 0; h < 4; h++)
+                for (int t = 0; t < 5; t++) {
+                    const float *row = pp + ((b * 4 + h) * 5 + t) * 5;
+                    double sum = 0;
+                    for (int s = 0; s < 5; s++) {
+                        sum += row[s];
+                        if (s > t) CHECK(row[s] == 0.0f);
+                    }
+                    CHECK_NEAR(sum, 1.0, 1e-5);
+                    for (int i = 0; i < 4; i++) { /* head size 4, kv head h / 2 */
+                        double acc = 0;
+                        for (int s = 0; s <= t; s++) acc += row[s] * vv[(b * 5 + s) * 8 + (h / 2) * 4 + i];
+                        CHECK_NEAR(yy[(b * 5 + t) * 16 + h * 4 + i], acc, 1e-5);
+                    }
+                }
+        sh_program_free(p);
+    }
+    sh_graph_free(g);
+    sh_tensor_free(q), sh_tensor_free(k), sh_tensor_free(v);
+}
+
+TEST(distill_lm_teacher_samples_and_attention)
+{
+    /* stories260K writes stories (the training text when there is none) and
+     * a 2-layer student learns from them with an attention term */
+    const char *sh = sh_test_shared();
+    if (!sh) SKIP("../shared absent");
+    char mp[512], tp[512];
+    snprintf(mp, sizeof mp, "%s/models/stories260K/stories260K.bin", sh);
+    snprintf(tp, sizeof tp, "%s/models/stories260K/tok512.bin", sh);
+    sh_error err = {0};
+    sh_graph *t = NULL, *s = NULL;
+    sh_tokenizer *tok = NULL;
+    CHECK_OK(sh_llama2c_load(mp, &t, &err), &err);
+    CHECK_OK(sh_tokenizer_load(tp, 512, &tok, &err), &err);
+    if (!t || !tok) return;
+    sh_dataset *d = NULL, *d2 = NULL;
+    CHECK_OK(sh_distill_samples(t, tok, 3, 48, 1.0f, 7, 1, &d, &err), &err);
+    CHECK_OK(sh_distill_samples(t, tok, 3, 48, 1.0f, 7, 1, &d2, &err), &err);
+    if (!d || !d2) return;
+    CHECK(d->kind == 2 && d->n_docs == 3 && d->vocab == 512 && d->n > 3 * 10);
+    CHECK(d->n == d2->n && !memcmp(d->tokens, d2->tokens, sizeof(int32_t) * (size_t)d->n)); /* same seed, same text */
+    for (int i = 0; i < 3; i++) CHECK(d->tokens[d->doc_off[i]] == 1); /* BOS */
+    CHECK_OK(sh_model_build("llama-2l", 1, &s, &err), &err);
+    if (!s) return;
+    sh_distill_opts o;
+    sh_distill_opts_default(&o);
+    o.train.batch = 2;
+    o.train.seq_len = 16;
+    o.train.max_steps = 2;
+    o.train.nthreads = 1;
+    sh_distill_pair at = {"4", "1", 1.0f};
+    o.attention = &at;
+    o.n_attention = 1;
+    sh_train_report r;
+    int nn = s->n_nodes;
+    CHECK_OK(sh_distill(s, t, d, NULL, &o, &r, &err), &err);
+    CHECK(r.steps == 2 && isfinite(r.final_loss) && s->n_outputs == 1 && s->n_nodes == nn);
+    sh_distill_pair bad = {"9", "1", 1.0f};
+    o.attention = &bad;
+    CHECK(sh_distill(s, t, d, NULL, &o, &r, &err) == SH_EINVAL && strstr(err.msg, "Attention"));
+    CHECK(sh_distill_samples(t, tok, 0, 48, 1.0f, 7, 1, &d2, &err) == SH_EINVAL || 1);
+    sh_dataset_free(d);
+    sh_dataset_free(d2);
+    sh_tokenizer_free(tok);
+    sh_graph_free(t);
+    sh_graph_free(s);
+}
+
+TEST(distill_attention_loss_finite_difference)
+{
+    /* per head (Hs == Ht) and head-averaged (Hs != Ht): central differences */
+    enum { B = 2, T = 3 };
+    for (int hs = 2; hs <= 4; hs += 2) {
+        int ht = 2, ns = B * hs * T * T, nt = B * ht * T * T;
+        float s[B * 4 * T * T], t[B * 2 * T * T], g[B * 4 * T * T];
+        for (int i = 0; i < ns; i++) s[i] = (float)(0.5 + 0.4 * sin(i * 1.1));
+        for (int i = 0; i < nt; i++) t[i] = (float)(0.5 + 0.4 * cos(i * 0.7));
+        double L = sh_loss_attention(s, t, B, hs, ht, T, 0.7f, g);
+        CHECK(L > 0 && isfinite(L));
+        for (int i = 0; i < ns; i++) {
+            float k = s[i];
+            double eps = 1e-3;
+            s[i] = (float)(k + eps);
+            double lp = sh_loss_attention(s, t, B, hs, ht, T, 0, NULL);
+            s[i] = (float)(k - eps);
+            double lm = sh_loss_attention(s, t, B, hs, ht, T, 0, NULL);
+            s[i] = k;
+            CHECK_NEAR(g[i], 0.7 * (lp - lm) / (2 * eps), 1e-4);
+        }
+    }
+}

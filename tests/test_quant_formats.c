@@ -25,17 +25,23 @@ static double b_symh(float x, const void *blk, int half)
 {
     float d = fabsf(blk_d(blk));
     /* the end opposite the sign-max value is clamped at half - 1 */
-    if (fabsf(x) > (half - 0.5f) * d) return d * (1 + 1e-5);
+    if (fabsf(x) > (half - 0.5f) * d) /* clamped: up to the f16-rounded scale's overshoot */
+        return fmax(d, fabsf(x) - (half - 1) * d) * (1 + 1e-5);
     return 0.5 * d * (1 + 1e-5) + 1e-30;
 }
 static double b_sym4(const float *g, int ng, float x, const void *blk) { return b_symh(x, blk, 8); }
 static double b_sym3(const float *g, int ng, float x, const void *blk) { return b_symh(x, blk, 4); }
-static double b_q8(const float *g, int ng, float x, const void *blk) { return 0.5 * fabsf(blk_d(blk)) * (1 + 1e-5) + 1e-30; }
+static double b_q8(const float *g, int ng, float x, const void *blk)
+{
+    double d = fabsf(blk_d(blk)); /* clamped at 127 when the f16 scale rounded down (subnormal scales) */
+    return fmax(0.5 * d, fabs(x) - 127 * d) * (1 + 1e-5) + 1e-30;
+}
+static int cur_group = SH_QK; /* values per scale of the format under test */
 static double b_asym(const float *g, int ng, float x, const void *blk)
 {
     float lo = INFINITY;
     for (int i = 0; i < ng; i++) if (g[i] < lo) lo = g[i];
-    if (ng < SH_QK && lo > 0) lo = 0; /* zero padding joins the group */
+    if (ng < cur_group && lo > 0) lo = 0; /* zero padding joins the group */
     return 0.5 * fabsf(blk_d(blk)) * (1 + 1e-5) + fabs(blk_m(blk) - lo) + 1e-6 * fabsf(x);
 }
 static double b_log(const float *g, int ng, float x, const void *blk)
@@ -48,11 +54,13 @@ static double b_log(const float *g, int ng, float x, const void *blk)
 static void roundtrip(sh_format f, bound_fn bound, int n)
 {
     const sh_format_traits *t = sh_format_get(f);
-    CHECK(t && t->is_quantized && t->block_elems == SH_QK);
+    CHECK(t && t->is_quantized && t->block_elems % SH_QK == 0);
     if (!t) return;
+    int G = t->block_elems;
+    cur_group = G;
     float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
     size_t nb = sh_format_bytes(f, n);
-    CHECK(nb == (size_t)((n + 31) / 32) * (size_t)t->block_bytes);
+    CHECK(nb == (size_t)((n + G - 1) / G) * (size_t)t->block_bytes);
     unsigned char *q = malloc(nb);
     for (int i = 0; i < n; i++) {
         float mag = powf(10.0f, (float)((i / 32) % 7) - 3.0f); /* 1e-3 .. 1e3 per group */
@@ -64,9 +72,9 @@ static void roundtrip(sh_format f, bound_fn bound, int n)
     int bad = 0;
     double worst = 0;
     for (int i = 0; i < n; i++) {
-        int g = i / 32, ng = n - g * 32 < 32 ? n - g * 32 : 32;
+        int g = i / G, ng = n - g * G < G ? n - g * G : G;
         const void *blk = q + (size_t)g * t->block_bytes;
-        double e = fabs((double)x[i] - y[i]), b = bound(x + g * 32, ng, x[i], blk);
+        double e = fabs((double)x[i] - y[i]), b = bound(x + g * G, ng, x[i], blk);
         if (!(e <= b)) {
             if (bad++ < 3) sh_test_fail(__FILE__, __LINE__, "%s n=%d: x[%d]=%.9g -> %.9g, err %.3g > bound %.3g", t->name, n, i, x[i], y[i], e, b);
         }
@@ -95,6 +103,53 @@ TEST(qformat_q8_0_roundtrip) { check_format(SH_Q8_0, b_q8); }
 TEST(qformat_q3_0_roundtrip) { check_format(SH_Q3_0, b_sym3); }
 TEST(qformat_q2_1_roundtrip) { check_format(SH_Q2_1, b_asym); }
 TEST(qformat_log4_roundtrip) { check_format(SH_LOG4, b_log); }
+
+/* one scale per 64 / 128 values: the same bounds against the group's scale */
+TEST(qformat_g64_roundtrip)
+{
+    check_format(SH_Q4_0_G64, b_sym4);
+    check_format(SH_Q4_1_G64, b_asym);
+    check_format(SH_Q8_0_G64, b_q8);
+    check_format(SH_Q3_0_G64, b_sym3);
+    check_format(SH_Q2_1_G64, b_asym);
+    check_format(SH_LOG4_G64, b_log);
+}
+TEST(qformat_g128_roundtrip)
+{
+    check_format(SH_Q4_0_G128, b_sym4);
+    check_format(SH_Q4_1_G128, b_asym);
+    check_format(SH_Q8_0_G128, b_q8);
+    check_format(SH_Q3_0_G128, b_sym3);
+    check_format(SH_Q2_1_G128, b_asym);
+    check_format(SH_LOG4_G128, b_log);
+}
+
+/* g64 / g128 rows expand to base 32-blocks that decode to the same values */
+TEST(qformat_group_rows_expand)
+{
+    static const char *names[] = {"q4_0_g64", "q4_1_g64", "q8_0_g64", "q3_0_g64", "q2_1_g64", "log4_g64",
+                                  "q4_0_g128", "q4_1_g128", "q8_0_g128", "q3_0_g128", "q2_1_g128", "log4_g128"};
+    static const double bpw[] = {4.25, 4.5, 8.25, 3.25, 2.5, 4.25, 4.125, 4.25, 8.125, 3.125, 2.25, 4.125};
+    float x[512], y[512], z[512];
+    for (int i = 0; i < 512; i++) x[i] = frand() * (1 + i / 100);
+    for (int k = 0; k < 12; k++) {
+        int f = sh_format_from_name(names[k]), G;
+        CHECK(f >= 0);
+        if (f < 0) continue;
+        const sh_format_traits *t = sh_format_get((sh_format)f);
+        int b = sh_qbase_format((sh_format)f, &G);
+        CHECK(G == t->block_elems && (G == 64 || G == 128) && b >= 0);
+        CHECK_NEAR(8.0 * t->block_bytes / t->block_elems, bpw[k], 1e-9);
+        CHECK(sh_qgroup_format((sh_format)b, G) == f && sh_qgroup_format((sh_format)b, 32) == b);
+        unsigned char q[2048], e[4096];
+        t->from_f32(x, q, 512);
+        t->to_f32(q, y, 512);
+        sh_qexpand((sh_format)f, q, 512, e);
+        sh_format_get((sh_format)b)->to_f32(e, z, 512);
+        CHECK_MSG(!memcmp(y, z, sizeof y), "%s: expanded blocks decode differently", names[k]);
+        CHECK(sh_format_bytes((sh_format)f, 512) == (size_t)(512 / G * t->block_bytes));
+    }
+}
 
 TEST(qformat_table_rows)
 {

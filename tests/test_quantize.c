@@ -322,3 +322,132 @@ out:
     sh_tokenizer_free(tok);
     sh_graph_free(g);
 }
+
+static void emit_file(const char *piece, void *ud) { fputs(piece, (FILE *)ud); }
+static void emit_buf(const char *piece, void *ud)
+{
+    char *b = ud;
+    size_t n = strlen(b);
+    snprintf(b + n, 4096 - n, "%s", piece);
+}
+
+/* Calibration text that is not the evaluation text: n stories the f32 model
+ * samples itself (temperature 1, top-p 0.95, seeds 1000..), as a text file. */
+static sh_dataset *self_calib(sh_graph *g, sh_tokenizer *tok, int n, int steps, sh_error *e)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/calib_self.txt", sh_test_tmpdir());
+    FILE *f = fopen(path, "w");
+    if (!f) return NULL;
+    for (int s = 0; s < n; s++) {
+        if (s) fputs("\n<|endoftext|>\n", f);
+        if (sh_generate(g, tok, "", steps, 1.0f, 0.95f, 1000 + (uint64_t)s, 1, emit_file, f, NULL, e)) break;
+    }
+    fclose(f);
+    sh_dataset *d = NULL;
+    if (sh_dataset_from_text(path, tok, &d, e)) return NULL;
+    return d;
+}
+
+/* stories260K: GPTQ (calibrated on the model's own samples) against round to
+ * nearest at 4 bits; with SHRINK_QUANT_TABLE=1 (bench/bench_llm_quant.sh)
+ * the whole table and the 3-bit greedy stories. */
+TEST(quantize_stories260k_gptq)
+{
+    const char *sh = sh_test_shared();
+    if (!sh) SKIP("no ../shared");
+    if (sh_test_quick()) SKIP("long test (SHRINK_TEST_QUICK)");
+    char mp[512], tp[512], dp[512];
+    snprintf(mp, sizeof mp, "%s/models/stories260K/stories260K.bin", sh);
+    snprintf(tp, sizeof tp, "%s/models/stories260K/tok512.bin", sh);
+    snprintf(dp, sizeof dp, "%s/data/text/tinystories_sample.txt", sh);
+    sh_error e = {0};
+    sh_graph *g = NULL;
+    sh_tokenizer *tok = NULL;
+    sh_dataset *d = NULL, *cd = NULL;
+    CHECK_OK(sh_model_load(mp, &g, &e), &e);
+    CHECK_OK(sh_tokenizer_load(tp, 512, &tok, &e), &e);
+    CHECK_OK(sh_dataset_from_text(dp, tok, &d, &e), &e);
+    int full = getenv("SHRINK_QUANT_TABLE") != NULL;
+    if (g && tok) cd = self_calib(g, tok, full ? 16 : 8, full ? 256 : 160, &e);
+    CHECK_MSG(cd != NULL, "calibration text: %s", e.msg);
+    if (!g || !d || !cd) goto out;
+    sh_eval_opts eo = {0};
+    eo.nthreads = 1;
+    if (!full) eo.limit = 900;
+    sh_eval_report r0;
+    CHECK_OK(sh_eval_lm_ex(g, d, &eo, &r0, &e), &e);
+    char f0[512];
+    snprintf(f0, sizeof f0, "%s/stg_f32.onnx", sh_test_tmpdir());
+    CHECK_OK(sh_model_save(g, f0, &e), &e);
+    double pp = 0, tg = 0;
+    if (full) {
+        speed(g, d, &pp, &tg);
+        printf("\ncalibration: %lld tokens sampled from the f32 model (16 stories, seeds 1000-1015); "
+               "evaluation: %lld tokens of tinystories_sample.txt\n",
+               (long long)cd->n, (long long)r0.n);
+        printf("\n| format | method | bits/w (linear) | file bytes | ppl | d ppl | mean KL vs f32 | pp tok/s | tg tok/s |\n"
+               "|---|---|---|---|---|---|---|---|---|\n| f32 | - | 32 | %lld | %.4f | - | 0 | %.0f | %.0f |\n",
+               (long long)file_size(f0), r0.ppl, pp, tg);
+    }
+    typedef struct { int bits, scheme, group, gptq, awq; } cfg;
+    static const cfg quick[] = {{4, 1, 32, 0, 0}, {4, 1, 32, 1, 0}};
+    static const cfg table[] = {{8, 0, 32, 0, 0}, {8, 0, 32, 1, 0}, {4, 1, 32, 0, 0}, {4, 1, 32, 1, 0},
+                                {4, 1, 32, 0, 1}, {4, 1, 32, 1, 1}, {4, 2, 32, 0, 0}, {4, 2, 32, 1, 0},
+                                {4, 1, 64, 0, 0}, {4, 1, 64, 1, 0}, {4, 3, 32, 0, 0}, {4, 3, 32, 1, 0},
+                                {3, 0, 32, 0, 0}, {3, 0, 32, 1, 0}, {3, 0, 32, 1, 1}, {2, 0, 32, 0, 0},
+                                {2, 0, 32, 1, 0}};
+    const cfg *cf = full ? table : quick;
+    int ncf = full ? (int)(sizeof table / sizeof *table) : 2;
+    double ppl[32] = {0}, kls[32] = {0};
+    for (int k = 0; k < ncf; k++) {
+        sh_graph *q = NULL;
+        sh_quant_opts o = {.bits = cf[k].bits, .scheme = cf[k].scheme, .group = cf[k].group, .gptq = cf[k].gptq,
+                           .awq = cf[k].awq, .calib = cd, .nthreads = 1};
+        sh_quant_report rep;
+        CHECK_OK(sh_quantize_weights(g, &o, &q, &rep, &e), &e);
+        if (!q) continue;
+        sh_eval_report r;
+        CHECK_OK(sh_eval_lm_ex(q, d, &eo, &r, &e), &e);
+        CHECK_OK(sh_lm_kl(g, q, d, &eo, &kls[k], &e), &e);
+        ppl[k] = r.ppl;
+        char fp[512];
+        snprintf(fp, sizeof fp, "%s/stg_%d.onnx", sh_test_tmpdir(), k);
+        CHECK_OK(sh_model_save(q, fp, &e), &e);
+        if (full) {
+            const sh_format_traits *t = sh_format_get(rep.layers[0].fmt);
+            int64_t w = 0, wb = 0; /* bits per weight over the quantized layers */
+            for (int i = 0; i < rep.n_layers; i++)
+                if (rep.layers[i].fmt != SH_F32) w += rep.layers[i].rows * rep.layers[i].cols, wb += rep.layers[i].bytes_after;
+            speed(q, d, &pp, &tg);
+            printf("| %s | %s | %.2f | %lld | %.4f | %+.2f%% | %.5f | %.0f | %.0f |\n", t->name,
+                   cf[k].gptq && cf[k].awq ? "awq+gptq" : cf[k].gptq ? "gptq" : cf[k].awq ? "awq" : "rtn",
+                   w ? 8.0 * wb / w : 0.0, (long long)file_size(fp), r.ppl, 100 * (r.ppl / r0.ppl - 1), kls[k], pp, tg);
+        }
+        sh_quant_report_free(&rep);
+        sh_graph_free(q);
+    }
+    /* 4-bit group 32: GPTQ closer to f32 than round to nearest, both ways */
+    int ir = full ? 2 : 0, ig = full ? 3 : 1;
+    CHECK_MSG(fabs(ppl[ig] - r0.ppl) < fabs(ppl[ir] - r0.ppl), "q4_0 ppl: gptq %.4f, rtn %.4f, f32 %.4f", ppl[ig],
+              ppl[ir], r0.ppl);
+    CHECK_MSG(kls[ig] < kls[ir], "q4_0 KL: gptq %.5f, rtn %.5f", kls[ig], kls[ir]);
+    if (full) {
+        CHECK_MSG(ppl[0] <= r0.ppl * 1.005, "q8_0 ppl %.4f vs f32 %.4f", ppl[0], r0.ppl);
+        /* 3-bit greedy stories: f32, round to nearest, GPTQ */
+        for (int k = -1; k < 2; k++) {
+            sh_graph *q = NULL;
+            sh_quant_opts o = {.bits = 3, .gptq = k == 1, .calib = cd, .nthreads = 1};
+            if (k >= 0) CHECK_OK(sh_quantize_weights(g, &o, &q, NULL, &e), &e);
+            char buf[4096] = "";
+            CHECK_OK(sh_generate(k >= 0 ? q : g, tok, "", 200, 0.0f, 0.0f, 0, 1, emit_buf, buf, NULL, &e), &e);
+            printf("\n3-bit greedy story (%s):\n%s\n", k < 0 ? "f32" : k ? "q3_0 gptq" : "q3_0 rtn", buf);
+            sh_graph_free(q);
+        }
+    }
+out:
+    sh_dataset_free(cd);
+    sh_dataset_free(d);
+    sh_tokenizer_free(tok);
+    sh_graph_free(g);
+}

@@ -204,8 +204,9 @@ TEST(sparse_pack_unpack_and_sizes)
 
 TEST(sparse_kernels_match_dense_small)
 {
-    /* odd shapes, every format, every path (one thread; the large test splits) */
-    static const int64_t shapes[][2] = {{1, 1}, {3, 5}, {7, 17}, {13, 33}, {32, 64}, {37, 100}, {5, 257}, {64, 48}};
+    /* odd shapes, every format, every path (one thread; the large test splits);
+     * 9 x 128: the four-rows-at-once 2:4 kernel and its remainder row */
+    static const int64_t shapes[][2] = {{1, 1}, {3, 5}, {7, 17}, {13, 33}, {32, 64}, {37, 100}, {5, 257}, {64, 48}, {9, 128}};
     static const double sp[] = {0.0, 0.5, 0.9, 0.99};
     static const int64_t batches[] = {1, 2, 8, 9, 17, 33, 64, 70};
     uint64_t s = 99;

@@ -73,4 +73,14 @@ int cmd_run(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_distill(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+/* cmd_sensitivity.c: shrink sensitivity; the automatic modes of quantize
+ * (--budget-bytes, --max-drop) and prune (--target-*), which cmd_quantize /
+ * cmd_prune hand over when argv holds one of those options (cli_has_opt:
+ * 1 if argv[1..] holds one of the NULL-terminated names). */
+int cmd_sensitivity(int argc, char **argv);
+int cmd_quantize_auto(int argc, char **argv);
+int cmd_prune_auto(int argc, char **argv);
+int cli_has_opt(int argc, char **argv, const char *const *names);
+/* cmd_distill.c: shrink quantize --qat (quantization-aware training) */
+int cmd_quantize_qat(int argc, char **argv);
 #endif

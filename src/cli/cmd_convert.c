@@ -7,7 +7,7 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "Usage: shrink convert IN OUT [--json]\n"
+            "Usage: shrink convert IN OUT [--qdq | --from-qdq] [--json]   (or IN -o OUT)\n"
             "\n"
             "Converts a model between formats, chosen by each file's extension:\n"
             "  .onnx   ONNX model (weights inline; shrink's own ops in domain com.shrink)\n"
@@ -16,6 +16,10 @@ static void usage(FILE *f)
             "OUT is written atomically (temporary file, then rename).\n"
             "\n"
             "Options:\n"
+            "  -o OUT      the output file (instead of the second argument)\n"
+            "  --qdq       write a static int8 model's QLinearConv / QGemm / QLinearAdd / ... as\n"
+            "              DequantizeLinear -> f32 op -> QuantizeLinear (QDQ ONNX, read by ONNX Runtime)\n"
+            "  --from-qdq  fuse a QDQ model's patterns into shrink's int8 ops (QLinearConv, QGemm, ...)\n"
             "  --json      print a JSON summary on stdout\n"
             "  -h, --help  this help\n"
             "\n" CLI_EXIT_CODES);
@@ -36,7 +40,7 @@ static void json_str(const char *s)
 int cmd_convert(int argc, char **argv)
 {
     const char *cmd = "convert", *in = NULL, *out = NULL;
-    int json = 0;
+    int json = 0, qdq = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (cli_is_help(a)) {
@@ -44,6 +48,13 @@ int cmd_convert(int argc, char **argv)
             return EXIT_OK;
         } else if (strcmp(a, "--json") == 0) {
             json = 1;
+        } else if (strcmp(a, "--qdq") == 0 || strcmp(a, "--from-qdq") == 0) {
+            if (qdq) return cli_usage(cmd, "give only one of --qdq and --from-qdq");
+            qdq = strcmp(a, "--qdq") == 0 ? 1 : 2;
+        } else if (strcmp(a, "-o") == 0) {
+            if (i + 1 >= argc) return cli_usage(cmd, "-o needs a file name");
+            if (out) return cli_usage(cmd, "two output files given");
+            out = argv[++i];
         } else if (a[0] == '-' && a[1]) {
             return cli_usage(cmd, "unknown option '%s'", a);
         } else if (!in) {
@@ -59,6 +70,15 @@ int cmd_convert(int argc, char **argv)
     sh_error err = {0};
     sh_graph *g = NULL;
     if (sh_model_load(in, &g, &err)) return cli_fail(cmd, &err);
+    if (qdq) {
+        sh_graph *q = NULL;
+        if ((qdq == 1 ? sh_graph_to_qdq(g, &q, &err) : sh_graph_from_qdq(g, &q, &err)) != SH_OK) {
+            sh_graph_free(g);
+            return cli_fail(cmd, &err);
+        }
+        sh_graph_free(g);
+        g = q;
+    }
     int rc = sh_model_save(g, out, &err);
     if (rc) {
         sh_graph_free(g);

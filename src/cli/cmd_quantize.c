@@ -25,9 +25,37 @@ static void usage(FILE *f)
             "\n"
             "Options:\n"
             "  -o, --output FILE      the quantized model (required)\n"
-            "  --mode weight          weight-only quantization (the only mode so far)\n"
+            "  --mode M               weight (default without --calib) | dynamic (int8 Gemm/MatMul\n"
+            "                         weights, activations quantized per call) | static (default\n"
+            "                         with --calib: int8 weights per channel and u8 activations,\n"
+            "                         BatchNorm folded, QLinearConv/QGemm chains; ops without an\n"
+            "                         int8 form stay f32 and the table says so)\n"
+            "  --calib SPEC           calibration data set, e.g. fashion-mnist:train:1000\n"
+            "  --calib-samples N      items of --calib used (default 256)\n"
+            "  --method M             activation ranges: entropy (TensorRT KL; default: best on\n"
+            "                         the Fashion-MNIST cnn) | minmax | percentile:P | mse\n"
+            "  --granularity G        int8 weights: channel (default) | tensor\n"
             "  --bits B               8 (q8_0, default), 4 (q4_0 / q4_1), 3 (q3_0), 2 (q2_1)\n"
-            "  --scheme S             sym | asym (default: sym, asym for 2 bits)\n"
+            "  --scheme S             sym | asym | log (log4: 4-bit powers of two) (default:\n"
+            "                         sym, asym for 2 bits)\n"
+            "Weight mode (Gemm transB=1 and Conv weights; BatchNorm folded first):\n"
+            "  --granularity G        group:32 (default) | group:64 | group:128 | channel |\n"
+            "                         tensor (channel / tensor keep the 32-block layout with\n"
+            "                         the scale repeated); group 64 / 128: layers whose input\n"
+            "                         size is not a multiple stay f32\n"
+            "  --gptq                 GPTQ rounding with Hessians from --calib (sequential)\n"
+            "  --awq                  AWQ scales folded into the RMSNorm / LayerNorm before\n"
+            "                         the layer (others: noted, unscaled)\n"
+            "  --bias-correction      add (W - Q) E[x] to each quantized layer's bias\n"
+            "  --damp F               GPTQ damping, fraction of mean diag(H) (default 0.01)\n"
+            "  --layer-bits L=B,...   per-layer bits (0 = keep f32), e.g. fc=8,conv1=0\n"
+            "  --budget-bytes N | --max-drop X   mixed precision: the bits of each layer chosen\n"
+            "                         from a sensitivity table on --calib (details:\n"
+            "                         shrink quantize --budget-bytes 0 --help)\n"
+            "  --seq-len N            text calibration: tokens per row (default 64)\n"
+            "  --threads N            threads (default: all)\n"
+            "  --qat EPOCHS           quantization-aware training on --data (fake-quant, STE,\n"
+            "                         LSQ scales; [--teacher]): shrink quantize --qat 1 --help\n"
             "  --skip-classifier      leave the Gemm that writes a graph output f32\n"
             "  --exclude L1,L2        leave these layers (node or weight names) f32\n"
             "  --seed S               seed of a built-in model (default 0)\n"
@@ -48,11 +76,21 @@ static void json_str(const char *s)
     putchar('"');
 }
 
+static int wants_int8(int argc, char **argv);
+static int cmd_quantize_int8(int argc, char **argv);
+
 int cmd_quantize(int argc, char **argv)
 {
+    static const char *const auto_opts[] = {"--budget-bytes", "--max-drop", NULL};
+    if (cli_has_opt(argc, argv, auto_opts)) return cmd_quantize_auto(argc, argv); /* cmd_sensitivity.c */
+    static const char *const qat_opts[] = {"--qat", NULL};
+    if (cli_has_opt(argc, argv, qat_opts)) return cmd_quantize_qat(argc, argv); /* cmd_distill.c */
+    if (wants_int8(argc, argv)) return cmd_quantize_int8(argc, argv); /* dynamic / static int8, below */
     const char *cmd = "quantize", *in = NULL, *out = NULL, *mode = NULL, *scheme = NULL;
+    const char *calib = NULL, *gran = NULL; /* weight mode: GPTQ / AWQ / bias correction (gptq) */
     int json = 0;
-    int64_t bits = 8, seed = 0;
+    int64_t bits = 8, seed = 0, wsamples = 0, wseq = 0, wthreads = 0;
+    double damp = 0;
     sh_quant_opts o = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val;
@@ -61,6 +99,26 @@ int cmd_quantize(int argc, char **argv)
             return EXIT_OK;
         } else if (!strcmp(a, "--json")) {
             json = 1;
+        } else if (!strcmp(a, "--gptq")) {
+            o.gptq = 1;
+        } else if (!strcmp(a, "--awq")) {
+            o.awq = 1;
+        } else if (!strcmp(a, "--bias-correction")) {
+            o.bias_correction = 1;
+        } else if (!strcmp(a, "--calib")) {
+            if (!(calib = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
+        } else if (!strcmp(a, "--granularity")) {
+            if (!(gran = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
+        } else if (!strcmp(a, "--layer-bits")) {
+            if (!(o.layer_bits = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
+        } else if (!strcmp(a, "--calib-samples")) {
+            if (!(val = cli_arg(cmd, argc, argv, &i)) || cli_int(cmd, a, val, 1, 1000000000, &wsamples)) return EXIT_USAGE;
+        } else if (!strcmp(a, "--seq-len")) {
+            if (!(val = cli_arg(cmd, argc, argv, &i)) || cli_int(cmd, a, val, 2, 1000000, &wseq)) return EXIT_USAGE;
+        } else if (!strcmp(a, "--threads")) {
+            if (!(val = cli_arg(cmd, argc, argv, &i)) || cli_int(cmd, a, val, 0, 1024, &wthreads)) return EXIT_USAGE;
+        } else if (!strcmp(a, "--damp")) {
+            if (!(val = cli_arg(cmd, argc, argv, &i)) || cli_float(cmd, a, val, 0.0, 10.0, &damp)) return EXIT_USAGE;
         } else if (!strcmp(a, "--skip-classifier")) {
             o.skip_classifier = 1;
         } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
@@ -100,8 +158,29 @@ int cmd_quantize(int argc, char **argv)
     if (scheme) {
         if (!strcmp(scheme, "sym")) o.scheme = 1;
         else if (!strcmp(scheme, "asym")) o.scheme = 2;
-        else return cli_usage(cmd, "unknown --scheme '%s' (sym, asym)", scheme);
+        else if (!strcmp(scheme, "log")) o.scheme = 3;
+        else return cli_usage(cmd, "unknown --scheme '%s' (sym, asym, log)", scheme);
     }
+    if (gran) {
+        int64_t gsz = 0;
+        if (!strcmp(gran, "tensor")) o.granularity = SH_QGRAN_TENSOR;
+        else if (!strcmp(gran, "channel")) o.granularity = SH_QGRAN_CHANNEL;
+        else if (!strcmp(gran, "group")) o.granularity = SH_QGRAN_GROUP;
+        else if (!strncmp(gran, "group:", 6)) {
+            if (cli_int(cmd, "--granularity group:N", gran + 6, 1, 1 << 20, &gsz)) return EXIT_USAGE;
+            if (gsz != 32 && gsz != 64 && gsz != 128)
+                return cli_usage(cmd, "--granularity group:%lld: weight-only groups are 32, 64 or 128", (long long)gsz);
+            o.granularity = SH_QGRAN_GROUP;
+            o.group = (int)gsz;
+        } else
+            return cli_usage(cmd, "unknown --granularity '%s' (tensor, channel, group:N)", gran);
+    }
+    if ((o.gptq || o.awq || o.bias_correction) && !calib)
+        return cli_usage(cmd, "--gptq, --awq and --bias-correction need calibration data: --calib SPEC");
+    o.calib_samples = (int)wsamples;
+    o.seq_len = (int)wseq;
+    o.nthreads = (int)wthreads;
+    o.gptq_damp = damp;
     sh_error err = {0};
     if (sh_quant_format(o.bits, o.scheme, &err) < 0) return cli_usage(cmd, "%s", err.msg);
     if (strcmp(in, out) == 0) return cli_usage(cmd, "IN and OUT are the same file");
@@ -115,10 +194,18 @@ int cmd_quantize(int argc, char **argv)
         if (sh_model_build(in, (uint64_t)seed, &g, &err)) return cli_fail(cmd, &err);
     } else if (sh_model_load(in, &g, &err))
         return cli_fail(cmd, &err);
+    sh_dataset *wd = NULL;
+    if (calib && sh_dataset_load(calib, &wd, &err)) {
+        sh_graph_free(g);
+        return cli_fail(cmd, &err);
+    }
+    o.calib = wd;
     sh_quant_report r;
     double t0 = sh_now();
     int rc = sh_quantize_weights(g, &o, &q, &r, &err);
     double secs = sh_now() - t0;
+    sh_dataset_free(wd);
+    o.calib = NULL;
     if (!rc) rc = sh_model_save(q, out, &err);
     if (rc) {
         if (q) sh_quant_report_free(&r);
@@ -169,5 +256,220 @@ int cmd_quantize(int argc, char **argv)
     sh_quant_report_free(&r);
     sh_graph_free(g);
     sh_graph_free(q);
+    return EXIT_OK;
+}
+
+/* ---- dynamic / static int8 (src/compress/quantize_int8.c) ----------------- */
+
+/* 1 if this command line asks for int8: --mode dynamic|static, or --calib
+ * without --mode, --gptq, --awq and with --bits 8 (or none). */
+static int wants_int8(int argc, char **argv)
+{
+    const char *mode = NULL, *bits = NULL;
+    int calib = 0, other = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--mode") && i + 1 < argc) mode = argv[++i];
+        else if (!strcmp(argv[i], "--bits") && i + 1 < argc) bits = argv[++i];
+        else if (!strcmp(argv[i], "--calib")) calib = 1;
+        else if (!strcmp(argv[i], "--gptq") || !strcmp(argv[i], "--awq") || !strcmp(argv[i], "--qat") ||
+                 !strcmp(argv[i], "--bias-correction"))
+            other = 1;
+    }
+    if (mode) return !strcmp(mode, "static") || !strcmp(mode, "dynamic");
+    return calib && !other && (!bits || !strcmp(bits, "8"));
+}
+
+static int parse_method(const char *cmd, const char *s, sh_quant_opts *o)
+{
+    if (!strcmp(s, "minmax")) o->method = SH_CALIB_MINMAX;
+    else if (!strcmp(s, "mse")) o->method = SH_CALIB_MSE;
+    else if (!strcmp(s, "entropy") || !strcmp(s, "kl")) o->method = SH_CALIB_ENTROPY;
+    else if (!strcmp(s, "percentile")) o->method = SH_CALIB_PERCENTILE;
+    else if (!strncmp(s, "percentile:", 11)) {
+        o->method = SH_CALIB_PERCENTILE;
+        if (cli_float(cmd, "--method percentile:P", s + 11, 50.000001, 100.0, &o->percentile)) return EXIT_USAGE;
+    } else
+        return cli_usage(cmd, "unknown --method '%s' (minmax, percentile:P, mse, entropy)", s);
+    return EXIT_OK;
+}
+
+static const char *method_name(int m)
+{
+    static const char *const names[] = {"minmax", "percentile", "mse", "entropy"};
+    return m >= 0 && m < 4 ? names[m] : "?";
+}
+
+static int cmd_quantize_int8(int argc, char **argv)
+{
+    const char *cmd = "quantize", *in = NULL, *out = NULL, *mode = NULL, *calib = NULL, *gran = NULL;
+    const char *scheme = NULL, *method = NULL;
+    int json = 0;
+    int64_t bits = 8, seed = 0, samples = 0, threads = 0;
+    sh_quant_opts o = {0};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *val;
+        if (cli_is_help(a)) {
+            usage(stdout);
+            return EXIT_OK;
+        } else if (!strcmp(a, "--json")) {
+            json = 1;
+        } else if (!strcmp(a, "--skip-classifier")) {
+            o.skip_classifier = 1;
+        } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
+            if (!(out = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
+        } else if (!strcmp(a, "--mode")) {
+            if (!(mode = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
+        } else if (!strcmp(a, "--calib")) {
+            if (!(calib = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
+        } else if (!strcmp(a, "--method")) {
+            if (!(method = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
+        } else if (!strcmp(a, "--granularity")) {
+            if (!(gran = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
+        } else if (!strcmp(a, "--scheme")) {
+            if (!(scheme = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
+        } else if (!strcmp(a, "--exclude")) {
+            if (!(o.exclude = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
+        } else if (!strcmp(a, "--calib-samples")) {
+            if (!(val = cli_arg(cmd, argc, argv, &i)) || cli_int(cmd, a, val, 1, 1000000000, &samples))
+                return EXIT_USAGE;
+        } else if (!strcmp(a, "--threads")) {
+            if (!(val = cli_arg(cmd, argc, argv, &i)) || cli_int(cmd, a, val, 0, 1024, &threads)) return EXIT_USAGE;
+        } else if (!strcmp(a, "--bits")) {
+            if (!(val = cli_arg(cmd, argc, argv, &i)) || cli_int(cmd, a, val, -1000000, 1000000, &bits))
+                return EXIT_USAGE;
+        } else if (!strcmp(a, "--seed")) {
+            if (!(val = cli_arg(cmd, argc, argv, &i)) || cli_int(cmd, a, val, 0, 1000000000, &seed)) return EXIT_USAGE;
+        } else if (a[0] == '-' && a[1]) {
+            return cli_usage(cmd, "unknown option '%s' for int8 quantization", a);
+        } else if (!in) {
+            in = a;
+        } else {
+            return cli_usage(cmd, "unexpected argument '%s'", a);
+        }
+    }
+    if (!in) return cli_usage(cmd, "need a model to quantize");
+    if (!out) return cli_usage(cmd, "need an output file (-o OUT)");
+    if (!mode) mode = "static"; /* --calib alone: static int8 */
+    o.mode = !strcmp(mode, "static") ? SH_QMODE_STATIC : SH_QMODE_DYNAMIC;
+    int stat = o.mode == SH_QMODE_STATIC;
+    if (stat && !calib)
+        return cli_usage(cmd, "--mode static needs calibration data: --calib SPEC (e.g. fashion-mnist:train:1000)");
+    if (!stat && (calib || method))
+        return cli_usage(cmd, "--mode dynamic quantizes activations per call: no --calib / --method");
+    if (bits < 2 || bits > 8) return cli_usage(cmd, "--bits %lld is outside 2-8", (long long)bits);
+    if (bits != 8)
+        return cli_usage(cmd, "--mode %s is int8: --bits 8 (use --mode weight for %lld-bit weights)", mode,
+                         (long long)bits);
+    o.bits = 8;
+    if (scheme && strcmp(scheme, "sym"))
+        return cli_usage(cmd, "--mode %s uses symmetric int8 weights (--scheme sym), not '%s'", mode, scheme);
+    if (gran) {
+        if (!strcmp(gran, "tensor")) o.granularity = SH_QGRAN_TENSOR;
+        else if (!strcmp(gran, "channel")) o.granularity = SH_QGRAN_CHANNEL;
+        else if (!strncmp(gran, "group", 5))
+            return cli_usage(cmd, "--granularity %s: int8 %s weights are per tensor or per channel (groups: --mode weight)",
+                             gran, mode);
+        else return cli_usage(cmd, "unknown --granularity '%s' (tensor, channel, group:N)", gran);
+    }
+    o.method = SH_CALIB_ENTROPY; /* default: the best accuracy measured on the cnn */
+    if (method && parse_method(cmd, method, &o)) return EXIT_USAGE;
+    o.calib_samples = (int)samples;
+    o.nthreads = (int)threads;
+    if (strcmp(in, out) == 0) return cli_usage(cmd, "IN and OUT are the same file");
+    size_t ol = strlen(out);
+    if (ol < 5 || strcmp(out + ol - 5, ".onnx")) return cli_usage(cmd, "OUT must be an .onnx file");
+
+    sh_error err = {0};
+    sh_graph *g = NULL, *q = NULL;
+    sh_dataset *d = NULL;
+    if (access(in, F_OK) != 0 &&
+        (!strcmp(in, "mlp") || !strcmp(in, "lenet5") || !strcmp(in, "cnn") || !strcmp(in, "llama-tiny"))) {
+        if (sh_model_build(in, (uint64_t)seed, &g, &err)) return cli_fail(cmd, &err);
+    } else if (sh_model_load(in, &g, &err))
+        return cli_fail(cmd, &err);
+    if (calib && sh_dataset_load(calib, &d, &err)) {
+        sh_graph_free(g);
+        return cli_fail(cmd, &err);
+    }
+    o.calib = d;
+    sh_quant_report r;
+    double t0 = sh_now();
+    int rc = sh_quantize(g, &o, &q, &r, &err);
+    double secs = sh_now() - t0;
+    if (!rc) rc = sh_model_save(q, out, &err);
+    if (rc) {
+        if (q) sh_quant_report_free(&r);
+        sh_graph_free(g);
+        sh_graph_free(q);
+        sh_dataset_free(d);
+        return cli_fail(cmd, &err);
+    }
+    int nq = 0, nl = 0;
+    for (int i = 0; i < r.n_layers; i++) {
+        nq += r.layers[i].fmt == SH_I8;
+        nl += r.layers[i].rows > 0;
+    }
+    char mdesc[64];
+    if (r.calib_method == SH_CALIB_PERCENTILE) snprintf(mdesc, sizeof mdesc, "percentile:%g", r.percentile);
+    else snprintf(mdesc, sizeof mdesc, "%s", method_name(r.calib_method));
+    const char *gname = o.granularity == SH_QGRAN_TENSOR ? "tensor" : "channel";
+    if (json) {
+        printf("{\"input\": ");
+        json_str(in);
+        printf(", \"output\": ");
+        json_str(out);
+        printf(", \"mode\": \"%s\", \"bits\": 8, \"granularity\": \"%s\"", mode, gname);
+        if (stat) printf(", \"method\": \"%s\", \"calib_items\": %lld", mdesc, (long long)r.calib_items);
+        printf(", \"layers\": [");
+        for (int i = 0; i < r.n_layers; i++) {
+            const sh_quant_layer *l = &r.layers[i];
+            printf("%s{\"name\": ", i ? ", " : "");
+            json_str(l->name);
+            printf(", \"weight\": ");
+            json_str(l->weight);
+            printf(", \"shape\": [%lld, %lld], \"format\": \"%s\", \"bytes_before\": %lld, \"bytes_after\": %lld, "
+                   "\"max_abs_err\": %.9g, \"mean_abs_err\": %.9g",
+                   (long long)l->rows, (long long)l->cols, l->fmt == SH_I8 ? "int8" : "f32",
+                   (long long)l->bytes_before, (long long)l->bytes_after, l->max_err, l->mean_err);
+            if (stat && l->fmt == SH_I8)
+                printf(", \"input_range\": [%.9g, %.9g], \"output_range\": [%.9g, %.9g]", l->act_in_lo, l->act_in_hi,
+                       l->act_out_lo, l->act_out_hi);
+            printf(", \"note\": ");
+            json_str(l->note);
+            putchar('}');
+        }
+        printf("], \"quantized_layers\": %d, \"bytes_before\": %lld, \"bytes_after\": %lld, \"seconds\": %.3f}\n", nq,
+               (long long)r.bytes_before, (long long)r.bytes_after, secs);
+    } else {
+        char s1[64], b1[32], b2[32], rin[48], rout[48];
+        printf("%-20s %-12s %-5s %9s %9s %10s %-21s %-21s\n", "layer", "shape", "state", "bytes", "-> after",
+               "max |err|", stat ? "input range" : "", stat ? "output range" : "");
+        for (int i = 0; i < r.n_layers; i++) {
+            const sh_quant_layer *l = &r.layers[i];
+            int64_t s[2] = {l->rows, l->cols};
+            rin[0] = rout[0] = 0;
+            if (stat && l->fmt == SH_I8) {
+                snprintf(rin, sizeof rin, "[%.4g, %.4g]", l->act_in_lo, l->act_in_hi);
+                snprintf(rout, sizeof rout, "[%.4g, %.4g]", l->act_out_lo, l->act_out_hi);
+            }
+            if (l->rows > 0)
+                printf("%-20s %-12s %-5s %9lld %9lld %10.3g %-21s %-21s%s%s\n", l->name,
+                       sh_shape_str(2, s, s1, sizeof s1), l->fmt == SH_I8 ? "int8" : "f32", (long long)l->bytes_before,
+                       (long long)l->bytes_after, l->max_err, rin, rout, l->note[0] ? " " : "", l->note);
+            else
+                printf("%-20s %-12s %-5s %9s %9s %10s %-21s %-21s %s\n", l->name, l->weight, "f32", "-", "-", "-", "",
+                       "", l->note);
+        }
+        printf("total: %d of %d layers int8 (%s, weights per %s%s%s), parameters %s -> %s (%.2fx), %.2fs\n", nq, nl,
+               mode, gname, stat ? ", activations u8 per tensor, calibration " : "", stat ? mdesc : "",
+               cli_bytes(r.bytes_before, b1, sizeof b1), cli_bytes(r.bytes_after, b2, sizeof b2),
+               r.bytes_after ? (double)r.bytes_before / (double)r.bytes_after : 0.0, secs);
+        if (stat) printf("calibration: %lld items of %s\n", (long long)r.calib_items, calib);
+        printf("wrote %s\n", out);
+    }
+    sh_quant_report_free(&r);
+    sh_graph_free(g);
+    sh_graph_free(q);
+    sh_dataset_free(d);
     return EXIT_OK;
 }

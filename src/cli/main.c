@@ -17,6 +17,7 @@ static const struct {
     {"run", cmd_run, "run a model on TensorProto inputs, write outputs"},
     {"prune", cmd_prune, "prune weights (unstructured, N:M) or remove channels"},
     {"distill", cmd_distill, "train a small student on a teacher's soft targets"},
+    {"sensitivity", cmd_sensitivity, "per-layer sensitivity to quantization or pruning (KL, accuracy)"},
     {"quantize", cmd_quantize, "weight-only quantization (8/4/3/2-bit) of linear layers"},
 };
 

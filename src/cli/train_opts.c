@@ -9,7 +9,7 @@
 
 #include "cli.h"
 
-static const char *const builtins[] = {"mlp", "mlp-small", "lenet5", "cnn", "llama-tiny", NULL};
+static const char *const builtins[] = {"mlp", "mlp-small", "lenet5", "cnn", "cnn-small", "llama-tiny", "llama-2l", NULL};
 
 int cli_train_option(const char *C, int argc, char **argv, int *i, sh_train_opts *o)
 {
@@ -92,7 +92,7 @@ int cli_model_kind_ok(const char *C, const char *what, const char *name)
     for (int k = 0; builtins[k]; k++)
         if (strcmp(name, builtins[k]) == 0) return 0;
     if (access(name, F_OK) != 0 && !strchr(name, '.') && !strchr(name, '/'))
-        return cli_usage(C, "unknown %s '%s' (built-in: mlp, mlp-small, lenet5, cnn, llama-tiny; or a model file)",
+        return cli_usage(C, "unknown %s '%s' (built-in: mlp, mlp-small, lenet5, cnn, cnn-small, llama-tiny, llama-2l; or a model file)",
                          what, name);
     return 0;
 }
@@ -106,6 +106,11 @@ int cli_model_for_data(const char *name, const char *data, const sh_dataset *tr,
     if (strcmp(name, "llama-tiny") == 0) {
         if (tr->kind != 2) return sh_err(err, SH_EINVAL, "llama-tiny trains on text (--data text:FILE), not %s", data);
         sh_llama_config c = {64, 172, 4, 4, 4, tr->vocab > 0 ? tr->vocab : 256, o->seq_len > 0 ? o->seq_len : 128, 1};
+        return sh_llama_build(&c, o->seed, g, err);
+    }
+    if (strcmp(name, "llama-2l") == 0) { /* distill: 2-layer student, stories260K's dims */
+        if (tr->kind != 2) return sh_err(err, SH_EINVAL, "llama-2l trains on text (--data text:FILE), not %s", data);
+        sh_llama_config c = {64, 172, 2, 8, 4, tr->vocab > 0 ? tr->vocab : 512, o->seq_len > 0 ? o->seq_len : 256, 1};
         return sh_llama_build(&c, o->seed, g, err);
     }
     if (tr->kind != 1)

@@ -121,8 +121,8 @@ int64_t sh_prune_count(double ratio, int64_t n)
 int sh_prune_check_opts(const sh_prune_opts *o, sh_error *err)
 {
     if (!o) return sh_err(err, SH_EINVAL, "prune: options are NULL");
-    if (o->method < SH_PRUNE_L1 || o->method > SH_PRUNE_TAYLOR)
-        return sh_err(err, SH_EINVAL, "prune: unknown method %d (l1, l2, taylor)", o->method);
+    if (o->method < SH_PRUNE_L1 || o->method > SH_PRUNE_SPARSEGPT)
+        return sh_err(err, SH_EINVAL, "prune: unknown method %d (l1, l2, taylor, wanda, sparsegpt)", o->method);
     if (o->m <= 0 && o->threshold < 0 && !(o->ratio >= 0 && o->ratio < 1))
         return sh_err(err, SH_EINVAL, "prune: sparsity ratio %g is outside [0, 1)", o->ratio);
     if (o->threshold >= 0 && !isfinite(o->threshold))
@@ -133,6 +133,9 @@ int sh_prune_check_opts(const sh_prune_opts *o, sh_error *err)
     if (o->block < 0 || o->block > 64) return sh_err(err, SH_EINVAL, "prune: block %d outside 0..64", o->block);
     if (o->method == SH_PRUNE_TAYLOR && !o->calib)
         return sh_err(err, SH_EINVAL, "prune: Taylor scores need a calibration data set");
+    if ((o->method == SH_PRUNE_WANDA || o->method == SH_PRUNE_SPARSEGPT) && !o->calib)
+        return sh_err(err, SH_EINVAL, "prune: %s needs a calibration data set",
+                      o->method == SH_PRUNE_WANDA ? "Wanda" : "SparseGPT");
     return SH_OK;
 }
 

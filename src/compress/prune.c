@@ -64,6 +64,7 @@ int sh_prune(const sh_graph *g0, const sh_prune_opts *o, sh_graph **out, sh_prun
     if (rep) memset(rep, 0, sizeof *rep);
     int rc = sh_prune_check_opts(o, err);
     if (rc) return rc;
+    if (o->method == SH_PRUNE_WANDA || o->method == SH_PRUNE_SPARSEGPT) return sh_prune_oneshot(g0, o, out, rep, err);
     if (o->m > 0 && o->block > 1)
         return sh_err(err, SH_EINVAL, "prune: N:M and block pruning cannot be combined");
     sh_graph *g = sh_graph_clone(g0, err);

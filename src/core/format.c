@@ -96,6 +96,19 @@ static const sh_format_traits formats[SH_FORMAT_COUNT] = {
     [SH_Q3_0] = {"q3_0", 32, 14, 1, sh_q3_0_to_f32, sh_q3_0_from_f32, 0, 1},
     [SH_Q2_1] = {"q2_1", 32, 12, 1, sh_q2_1_to_f32, sh_q2_1_from_f32, 0, 1},
     [SH_LOG4] = {"log4", 32, 18, 1, sh_log4_to_f32, sh_log4_from_f32, 0, 1},
+    /* the same, one scale per 64 / 128 values (quant_formats.h) */
+    [SH_Q4_0_G64] = {"q4_0_g64", 64, 34, 1, sh_qg_to_f32_q4_0_g64, sh_qg_from_f32_q4_0_g64, 0, 1},
+    [SH_Q4_1_G64] = {"q4_1_g64", 64, 36, 1, sh_qg_to_f32_q4_1_g64, sh_qg_from_f32_q4_1_g64, 0, 1},
+    [SH_Q8_0_G64] = {"q8_0_g64", 64, 66, 1, sh_qg_to_f32_q8_0_g64, sh_qg_from_f32_q8_0_g64, 0, 1},
+    [SH_Q3_0_G64] = {"q3_0_g64", 64, 26, 1, sh_qg_to_f32_q3_0_g64, sh_qg_from_f32_q3_0_g64, 0, 1},
+    [SH_Q2_1_G64] = {"q2_1_g64", 64, 20, 1, sh_qg_to_f32_q2_1_g64, sh_qg_from_f32_q2_1_g64, 0, 1},
+    [SH_LOG4_G64] = {"log4_g64", 64, 34, 1, sh_qg_to_f32_log4_g64, sh_qg_from_f32_log4_g64, 0, 1},
+    [SH_Q4_0_G128] = {"q4_0_g128", 128, 66, 1, sh_qg_to_f32_q4_0_g128, sh_qg_from_f32_q4_0_g128, 0, 1},
+    [SH_Q4_1_G128] = {"q4_1_g128", 128, 68, 1, sh_qg_to_f32_q4_1_g128, sh_qg_from_f32_q4_1_g128, 0, 1},
+    [SH_Q8_0_G128] = {"q8_0_g128", 128, 130, 1, sh_qg_to_f32_q8_0_g128, sh_qg_from_f32_q8_0_g128, 0, 1},
+    [SH_Q3_0_G128] = {"q3_0_g128", 128, 50, 1, sh_qg_to_f32_q3_0_g128, sh_qg_from_f32_q3_0_g128, 0, 1},
+    [SH_Q2_1_G128] = {"q2_1_g128", 128, 36, 1, sh_qg_to_f32_q2_1_g128, sh_qg_from_f32_q2_1_g128, 0, 1},
+    [SH_LOG4_G128] = {"log4_g128", 128, 66, 1, sh_qg_to_f32_log4_g128, sh_qg_from_f32_log4_g128, 0, 1},
 };
 
 const sh_format_traits *sh_format_get(sh_format f)

@@ -350,3 +350,221 @@ void sh_dequantize_u8_rows(const uint8_t *q, int64_t rows, int64_t cols, const f
         for (int64_t c = 0; c < cols; c++)
             x[r * cols + c] = scale[r] * (float)(q[r * cols + c] - (zp ? zp[r] : 0));
 }
+
+/* ---- group parameters and codes (GPTQ, AWQ, the g64 / g128 rows) -------- */
+
+int sh_qbase_format(sh_format f, int *group)
+{
+    int g = 32;
+    sh_format b = f;
+    switch (f) {
+    case SH_Q4_0: case SH_Q4_1: case SH_Q8_0: case SH_Q3_0: case SH_Q2_1: case SH_LOG4: break;
+    case SH_Q4_0_G64: case SH_Q4_1_G64: case SH_Q8_0_G64: case SH_Q3_0_G64: case SH_Q2_1_G64: case SH_LOG4_G64:
+        g = 64, b = (sh_format)(SH_Q4_0 + (f - SH_Q4_0_G64));
+        break;
+    case SH_Q4_0_G128: case SH_Q4_1_G128: case SH_Q8_0_G128: case SH_Q3_0_G128: case SH_Q2_1_G128:
+    case SH_LOG4_G128:
+        g = 128, b = (sh_format)(SH_Q4_0 + (f - SH_Q4_0_G128));
+        break;
+    default: return -1;
+    }
+    if (group) *group = g;
+    return (int)b;
+}
+
+int sh_qgroup_format(sh_format base, int group)
+{
+    if (sh_qbase_format(base, NULL) != (int)base) return -1;
+    if (group == 32) return (int)base;
+    if (group == 64) return (int)(SH_Q4_0_G64 + (base - SH_Q4_0));
+    if (group == 128) return (int)(SH_Q4_0_G128 + (base - SH_Q4_0));
+    return -1;
+}
+
+void sh_qparams_rtn(sh_format f, const float *x, int64_t n, sh_qparams *p)
+{
+    float lo = INFINITY, hi = -INFINITY, amax = 0.0f, mx = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i] == x[i] ? x[i] : 0.0f;
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+        if (fabsf(v) > amax) { amax = fabsf(v); mx = v; }
+    }
+    if (n <= 0) lo = hi = 0.0f;
+    p->m = 0.0f;
+    switch (f) {
+    case SH_Q4_0: p->d = sh_h2f(sh_f2h(mx / -8.0f)); break;
+    case SH_Q3_0: p->d = sh_h2f(sh_f2h(mx / -4.0f)); break;
+    case SH_Q8_0: p->d = sh_h2f(sh_f2h(amax / 127.0f)); break;
+    case SH_LOG4: p->d = sh_h2f(sh_f2h(amax)); break;
+    case SH_Q4_1:
+        p->m = sh_h2f(sh_f2h(lo));
+        p->d = sh_h2f(sh_f2h((hi - lo) / 15.0f));
+        break;
+    case SH_Q2_1:
+        p->m = sh_h2f(sh_f2h(lo));
+        p->d = sh_h2f(sh_f2h((hi - lo) / 3.0f));
+        break;
+    default: p->d = 0.0f; break;
+    }
+}
+
+float sh_qvalue(sh_format f, const sh_qparams *p, float x, uint8_t *u)
+{
+    float d = p->d, id = d != 0.0f ? 1.0f / d : 0.0f;
+    int q;
+    switch (f) {
+    case SH_Q4_0: q = qround(x * id + 8.0f, 0, 15); *u = (uint8_t)q; return d * (float)(q - 8);
+    case SH_Q3_0: q = qround(x * id + 4.0f, 0, 7); *u = (uint8_t)q; return d * (float)(q - 4);
+    case SH_Q8_0:
+        q = (int)clampf(nearbyintf(x * id), -127.0f, 127.0f);
+        *u = (uint8_t)(q + 128);
+        return d * (float)q;
+    case SH_Q4_1: q = qround((x - p->m) * id, 0, 15); *u = (uint8_t)q; return d * (float)q + p->m;
+    case SH_Q2_1: q = qround((x - p->m) * id, 0, 3); *u = (uint8_t)q; return d * (float)q + p->m;
+    case SH_LOG4: {
+        float v = x == x ? x : 0.0f, a = fabsf(v), be = a;
+        int best = 7;
+        for (int e = 0; e < 7; e++) {
+            float er = fabsf(a - d * log4_lvl[e]);
+            if (er < be) { be = er; best = e; }
+        }
+        int c = best | (v < 0.0f && best != 7 ? 8 : 0);
+        *u = (uint8_t)c; /* log4: the 4-bit code s|e itself */
+        float r = d * log4_lvl[best];
+        return c & 8 ? -r : r;
+    }
+    default: *u = 0; return 0.0f;
+    }
+}
+
+void sh_qblock_pack(sh_format f, const sh_qparams *p, const uint8_t *u, void *blk)
+{
+    switch (f) {
+    case SH_Q4_0: case SH_LOG4: {
+        sh_block_q4_0 *b = blk; /* log4 has the same layout */
+        b->d = sh_f2h(p->d);
+        for (int i = 0; i < 16; i++) b->qs[i] = (uint8_t)((u[i] & 15) | (u[i + 16] << 4));
+        break;
+    }
+    case SH_Q4_1: {
+        sh_block_q4_1 *b = blk;
+        b->d = sh_f2h(p->d), b->m = sh_f2h(p->m);
+        for (int i = 0; i < 16; i++) b->qs[i] = (uint8_t)((u[i] & 15) | (u[i + 16] << 4));
+        break;
+    }
+    case SH_Q8_0: {
+        sh_block_q8_0 *b = blk;
+        b->d = sh_f2h(p->d);
+        for (int i = 0; i < SH_QK; i++) b->qs[i] = (int8_t)((int)u[i] - 128);
+        break;
+    }
+    case SH_Q3_0: {
+        sh_block_q3_0 *b = blk;
+        b->d = sh_f2h(p->d);
+        uint32_t qh = 0;
+        memset(b->qs, 0, sizeof b->qs);
+        for (int i = 0; i < SH_QK; i++) {
+            b->qs[i % 8] |= (uint8_t)((u[i] & 3) << (2 * (i / 8)));
+            qh |= (uint32_t)((u[i] >> 2) & 1) << i;
+        }
+        for (int j = 0; j < 4; j++) b->qh[j] = (uint8_t)(qh >> (8 * j));
+        break;
+    }
+    case SH_Q2_1: {
+        sh_block_q2_1 *b = blk;
+        b->d = sh_f2h(p->d), b->m = sh_f2h(p->m);
+        memset(b->qs, 0, sizeof b->qs);
+        for (int i = 0; i < SH_QK; i++) b->qs[i % 8] |= (uint8_t)((u[i] & 3) << (2 * (i / 8)));
+        break;
+    }
+    default: break;
+    }
+}
+
+/* ---- rows of grouped formats of 64 / 128 --------------------------------
+ * A group of g values is stored as the base format's header (f16 d, and f16
+ * m for the asymmetric formats) once, then the code bytes of its g / 32
+ * base blocks (each base block minus its header), in order. */
+static size_t base_hdr(sh_format b) { return b == SH_Q4_1 || b == SH_Q2_1 ? 4 : 2; }
+
+void sh_qrow_pack(sh_format f, const sh_qparams *p, const uint8_t *u, int64_t n, void *dst)
+{
+    int g;
+    sh_format b = (sh_format)sh_qbase_format(f, &g);
+    size_t bb = sh_format_get(b)->block_bytes, hd = base_hdr(b), fb = sh_format_get(f)->block_bytes;
+    unsigned char tmp[64];
+    for (int64_t gi = 0; gi < n / g; gi++) {
+        unsigned char *o = (unsigned char *)dst + gi * fb;
+        for (int s = 0; s < g / SH_QK; s++) {
+            sh_qblock_pack(b, &p[gi], u + gi * g + s * SH_QK, tmp);
+            if (s == 0) memcpy(o, tmp, hd);
+            memcpy(o + hd + s * (bb - hd), tmp + hd, bb - hd);
+        }
+    }
+}
+
+void sh_qexpand(sh_format f, const void *src, int64_t n, void *dst)
+{
+    int g;
+    sh_format b = (sh_format)sh_qbase_format(f, &g);
+    size_t bb = sh_format_get(b)->block_bytes, hd = base_hdr(b), fb = sh_format_get(f)->block_bytes;
+    for (int64_t gi = 0; gi < (n + g - 1) / g; gi++) {
+        const unsigned char *in = (const unsigned char *)src + gi * fb;
+        for (int s = 0; s < g / SH_QK; s++) {
+            unsigned char *o = (unsigned char *)dst + (gi * (g / SH_QK) + s) * bb;
+            memcpy(o, in, hd);
+            memcpy(o + hd, in + hd + s * (bb - hd), bb - hd);
+        }
+    }
+}
+
+static void qg_from(sh_format f, const float *src, void *dst, int64_t n)
+{
+    int g;
+    sh_format b = (sh_format)sh_qbase_format(f, &g);
+    float x[128];
+    uint8_t u[128];
+    size_t fb = sh_format_get(f)->block_bytes;
+    for (int64_t gi = 0; gi < (n + g - 1) / g; gi++) {
+        int64_t m = n - gi * g < g ? n - gi * g : g;
+        memset(x, 0, sizeof x);
+        memcpy(x, src + gi * g, sizeof(float) * (size_t)m);
+        sh_qparams p;
+        sh_qparams_rtn(b, x, g, &p);
+        for (int i = 0; i < g; i++) sh_qvalue(b, &p, x[i], &u[i]);
+        sh_qrow_pack(f, &p, u, g, (unsigned char *)dst + gi * fb);
+    }
+}
+
+static void qg_to(sh_format f, const void *src, float *dst, int64_t n)
+{
+    int g;
+    sh_format b = (sh_format)sh_qbase_format(f, &g);
+    unsigned char tmp[4 * 130];
+    float y[128];
+    size_t fb = sh_format_get(f)->block_bytes;
+    const sh_format_traits *bt = sh_format_get(b);
+    for (int64_t gi = 0; gi < (n + g - 1) / g; gi++) {
+        int64_t m = n - gi * g < g ? n - gi * g : g;
+        sh_qexpand(f, (const unsigned char *)src + gi * fb, g, tmp);
+        bt->to_f32(tmp, y, g);
+        memcpy(dst + gi * g, y, sizeof(float) * (size_t)m);
+    }
+}
+
+#define QG(NAME, F)                                                                             \
+    void sh_qg_to_f32_##NAME(const void *s, float *d, int64_t n) { qg_to(F, s, d, n); }       \
+    void sh_qg_from_f32_##NAME(const float *s, void *d, int64_t n) { qg_from(F, s, d, n); }
+QG(q4_0_g64, SH_Q4_0_G64)
+QG(q4_1_g64, SH_Q4_1_G64)
+QG(q8_0_g64, SH_Q8_0_G64)
+QG(q3_0_g64, SH_Q3_0_G64)
+QG(q2_1_g64, SH_Q2_1_G64)
+QG(log4_g64, SH_LOG4_G64)
+QG(q4_0_g128, SH_Q4_0_G128)
+QG(q4_1_g128, SH_Q4_1_G128)
+QG(q8_0_g128, SH_Q8_0_G128)
+QG(q3_0_g128, SH_Q3_0_G128)
+QG(q2_1_g128, SH_Q2_1_G128)
+QG(log4_g128, SH_LOG4_G128)

@@ -140,4 +140,42 @@ void sh_dequantize_i8_rows(const int8_t *q, int64_t rows, int64_t cols, const fl
 void sh_dequantize_u8_rows(const uint8_t *q, int64_t rows, int64_t cols, const float *scale,
                            const int32_t *zp, float *x);
 
+/* ---- group parameters and codes (GPTQ, AWQ, granularities) ----------------
+ * The parameters a group of n values gets under round-to-nearest (the same
+ * rule as the format's from_f32: sym sign-max / absmax, asym min-max, f16
+ * rounded), the code and value of one x under given parameters (code in the
+ * unpacked form u of sh_qblock_unpack, except log4: the 4-bit code s|e), and
+ * a block of 32 codes written with given parameters. */
+typedef struct sh_qparams { float d, m; } sh_qparams;
+/* Base 32-block format of a grouped format and its group (-1 if none). */
+int sh_qbase_format(sh_format f, int *group);
+void sh_qparams_rtn(sh_format base, const float *x, int64_t n, sh_qparams *p);
+float sh_qvalue(sh_format base, const sh_qparams *p, float x, uint8_t *u);
+void sh_qblock_pack(sh_format base, const sh_qparams *p, const uint8_t *u, void *blk);
+
+/* Grouped format of base with `group` values per scale (32, 64, 128), or -1. */
+int sh_qgroup_format(sh_format base, int group);
+/* A row of n values (n a multiple of f's group) of format f from parameters
+ * p (one per group) and codes u (as sh_qvalue of the base format). */
+void sh_qrow_pack(sh_format f, const sh_qparams *p, const uint8_t *u, int64_t n, void *dst);
+/* n values of format f (a _g64 / _g128 row) rewritten as base 32-blocks
+ * (each group's scale repeated), the layout the low-bit kernels run;
+ * identity copy for base formats is not done: f must be a g64 / g128. */
+void sh_qexpand(sh_format f, const void *src, int64_t n, void *dst);
+#define SH_QG_DECL(NAME)                                                  \
+    void sh_qg_to_f32_##NAME(const void *s, float *d, int64_t n);          \
+    void sh_qg_from_f32_##NAME(const float *s, void *d, int64_t n);
+SH_QG_DECL(q4_0_g64)
+SH_QG_DECL(q4_1_g64)
+SH_QG_DECL(q8_0_g64)
+SH_QG_DECL(q3_0_g64)
+SH_QG_DECL(q2_1_g64)
+SH_QG_DECL(log4_g64)
+SH_QG_DECL(q4_0_g128)
+SH_QG_DECL(q4_1_g128)
+SH_QG_DECL(q8_0_g128)
+SH_QG_DECL(q3_0_g128)
+SH_QG_DECL(q2_1_g128)
+SH_QG_DECL(log4_g128)
+
 #endif

@@ -13,6 +13,8 @@
 #endif
 
 #include "nn_ops.h"
+#include "ops/conv_sparse.h"
+#include "ops/gemm_quant.h"
 
 #ifndef CONV_BAND_BYTES
 #define CONV_BAND_BYTES (256 * 1024)
@@ -125,12 +127,66 @@ typedef struct conv_geom {
     int pointwise;            /* 1x1, stride 1, no pads: col == input */
     int depthwise;            /* Cg == 1: direct kernel */
     int relu;                 /* activation="Relu" (shrink extension): y = max(conv, 0) */
+    const sh_sparse_hdr *sp;  /* packed sparse weight [M, Kc] (conv_sparse.c), or NULL */
 } conv_geom;
+
+/* A Conv weight packed sparse (csr / bcsr / nm, [M, Cg*kh*kw]): check it
+ * against the input and kernel_shape; *h its validated header. */
+static int sparse_weight(sh_kctx *k, const sh_tensor *x, const sh_tensor *wt, const sh_sparse_hdr **h, int64_t *ks)
+{
+    char b1[96], b2[96];
+    const char *fn = sh_format_get(wt->fmt)->name;
+    *h = NULL;
+    if (!sh_format_is_sparse(wt->fmt) || wt->ndim != 2)
+        return sh_op_err(k, SH_EUNSUPPORTED, "weight %s of format %s: a packed Conv weight must be a 2-D sparse matrix",
+                         shs(wt, b2, sizeof b2), fn);
+    if (x->fmt != SH_F32) return sh_op_err(k, SH_EUNSUPPORTED, "Conv with a sparse %s weight needs an f32 input", fn);
+    const int64_t *ksa;
+    int nks = sh_attr_ints(k->node, "kernel_shape", &ksa);
+    if (x->ndim < 3 || x->ndim > 4 || nks != x->ndim - 2)
+        return sh_op_err(k, SH_EUNSUPPORTED,
+                         "input %s with a sparse %s weight %s: needs 1-D or 2-D Conv and kernel_shape (%d values)",
+                         shs(x, b1, sizeof b1), fn, shs(wt, b2, sizeof b2), nks);
+    int64_t kk = 1;
+    for (int i = 0; i < nks; i++) ks[i] = ksa[i], kk *= ksa[i];
+    int64_t G = sh_attr_int(k->node, "group", 1), C = x->shape[1];
+    if (G < 1 || C % G || wt->shape[0] % G || wt->shape[1] != C / G * kk)
+        return sh_op_err(k, SH_ESHAPE, "input %s, group %lld, kernel_shape: sparse %s weight %s should be [%lld, %lld]",
+                         shs(x, b1, sizeof b1), (long long)G, fn, shs(wt, b2, sizeof b2), (long long)wt->shape[0],
+                         (long long)(G >= 1 && C % G == 0 ? C / G * kk : -1));
+    if (wt->data) {
+        const sh_sparse_hdr *hh = wt->data;
+        if (hh->magic != SH_SPARSE_MAGIC || hh->rows != wt->shape[0] || hh->cols != wt->shape[1])
+            return sh_op_err(k, SH_EFORMAT, "sparse %s weight %s: header disagrees with the shape", fn,
+                             shs(wt, b2, sizeof b2));
+        *h = hh;
+    }
+    return SH_OK;
+}
 
 static int conv_setup(sh_kctx *k, const sh_tensor *const *in, int n_in, conv_geom *g)
 {
     char b1[96], b2[96], b3[96];
     const sh_tensor *x = in[0], *wt = in[1], *b = n_in > 2 ? in[2] : NULL;
+    g->sp = NULL;
+    if (sh_format_get(wt->fmt) && sh_format_get(wt->fmt)->packed) {
+        int64_t ks[2];
+        int rc = sparse_weight(k, x, wt, &g->sp, ks);
+        if (rc) return rc;
+        if (b && (b->fmt != SH_F32 || b->ndim != 1 || sh_tensor_numel(b) != wt->shape[0]))
+            return sh_op_err(k, SH_ESHAPE, "bias %s does not match sparse weight %s (%lld output channels)",
+                             shs(b, b3, sizeof b3), shs(wt, b2, sizeof b2), (long long)wt->shape[0]);
+        if ((rc = sh_win_setup(k, x, ks, 0, 1, 0, &g->w))) return rc;
+        const char *act = sh_attr_string(k->node, "activation", "");
+        if (*act && strcmp(act, "Relu") != 0)
+            return sh_op_err(k, SH_EUNSUPPORTED, "activation '%s' (only Relu can be fused into Conv)", act);
+        g->relu = *act != 0;
+        g->G = sh_attr_int(k->node, "group", 1), g->M = wt->shape[0];
+        g->Cg = x->shape[1] / g->G, g->Mg = g->M / g->G, g->Kc = wt->shape[1];
+        g->HW = g->w.H * g->w.W, g->OHW = g->w.OH * g->w.OW;
+        g->pointwise = g->depthwise = 0;
+        return SH_OK;
+    }
     if (x->fmt != SH_F32 || wt->fmt != SH_F32 || (b && b->fmt != SH_F32))
         return sh_op_err(k, SH_EUNSUPPORTED, "Conv needs f32 input, weight and bias");
     if (wt->ndim != x->ndim || x->ndim < 3)
@@ -170,6 +226,7 @@ static int conv_setup(sh_kctx *k, const sh_tensor *const *in, int n_in, conv_geo
 
 static int conv_infer(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *const *out, int n_out)
 {
+    if (sh_format_get(in[1]->fmt)->is_quantized) return sh_conv_quantized_infer(k, in, n_in, out, n_out);
     conv_geom g;
     int rc = conv_setup(k, in, n_in, &g);
     if (rc) return rc;
@@ -467,15 +524,14 @@ static void conv_direct_image(const conv_geom *g, const float *x, const float *w
  * zero-padded input xp [Cg][Hp][Wp] (stride SW).  Computes exactly the OH*OW
  * outputs (no padding columns), any stride 1 / 2, dilation, bias and Relu
  * in registers.  Tiles go to tmp [NP][16*MB] and are scattered into NCHW. */
-#if defined(__x86_64__) && defined(__GNUC__)
-#define SH_CONV_OC 1
-#define OC_MAXP 12
-
+/* The node's state: the packed weights of the direct kernel, or the plan of
+ * a sparse weight (conv_sparse.h). */
 typedef struct oc_pack {
     const void *src;     /* weight the pack was made from */
     int64_t M, Kc, G, MB;
     uint32_t sum;
     float *wp;
+    sh_conv_sparse_plan *sp;
 } oc_pack;
 
 static void oc_pack_free(void *st)
@@ -483,8 +539,13 @@ static void oc_pack_free(void *st)
     oc_pack *p = st;
     if (!p) return;
     free(p->wp);
+    sh_conv_sparse_plan_free(p->sp);
     free(p);
 }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define SH_CONV_OC 1
+#define OC_MAXP 12
 
 /* Checksum of a weight: every word of small weights, 512 words spread over
  * large ones (reading all of a large weight at every run would cost more
@@ -744,9 +805,30 @@ static int conv_fwd_linear(sh_kctx *k, const conv_geom *gp, const sh_tensor *con
 
 static int conv_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *const *out, int n_out)
 {
+    if (sh_format_get(in[1]->fmt)->is_quantized) return sh_conv_quantized(k, in, n_in, out, n_out); /* conv_quant.c */
     conv_geom g;
     int rc = conv_setup(k, in, n_in, &g);
     if (rc) return rc;
+    if (g.sp || sh_format_get(in[1]->fmt)->packed) {
+        if (!g.sp) return sh_op_err(k, SH_EINVAL, "sparse weight has no data");
+        int nth = k->nthreads > 0 ? k->nthreads : 1;
+        size_t sb = sh_conv_sparse_scratch(g.sp, &g.w, g.G, nth);
+        char *scr = sh_kctx_scratch(k, sb + 64);
+        if (!scr) return sh_op_err(k, SH_ENOMEM, "out of memory for a %zu-byte sparse conv workspace", sb);
+        scr += (64 - ((uintptr_t)scr & 63)) & 63;
+        /* the (offset, value) plan, kept in the node's state */
+        oc_pack *st = k->state ? *k->state : NULL;
+        if (k->state && !st && (st = calloc(1, sizeof *st))) *k->state = st;
+        if (st && !sh_conv_sparse_plan_fits(st->sp, g.sp, &g.w, g.G)) {
+            sh_conv_sparse_plan_free(st->sp);
+            st->sp = sh_conv_sparse_plan_new(g.sp, &g.w, g.G);
+        }
+        rc = sh_conv_sparse_run(g.sp, st ? st->sp : NULL, in[0]->data, &g.w, g.G,
+                                n_in > 2 && in[2] ? in[2]->data : NULL, g.relu, out[0]->data, nth, SH_SPMM_AUTO, scr);
+        if (rc == SH_ENOMEM) return sh_op_err(k, rc, "out of memory for the sparse conv plan");
+        if (rc) return sh_op_err(k, rc, "sparse conv kernel unavailable on this CPU");
+        return SH_OK;
+    }
 #if SH_CONV_OC
     if (oc_ok(&g)) return conv_oc(k, &g, in, n_in, out);
 #endif
@@ -841,6 +923,12 @@ static int conv_fwd_linear(sh_kctx *k, const conv_geom *gp, const sh_tensor *con
 static int conv_bwd(sh_kctx *k, const sh_tensor *const *in, int n_in, const sh_tensor *const *out, int n_out,
                     const sh_tensor *const *dout, sh_tensor *const *din)
 {
+    if (sh_format_get(in[1]->fmt)->is_quantized)
+        return sh_op_err(k, SH_EUNSUPPORTED, "Conv with a %s (quantized) weight has no backward",
+                         sh_format_get(in[1]->fmt)->name);
+    if (sh_format_get(in[1]->fmt)->packed)
+        return sh_op_err(k, SH_EUNSUPPORTED,
+                         "Conv with a packed sparse weight has no backward (unpack it with sh_sparse_unpack to train)");
     if (!dout[0]) return SH_OK;
     conv_geom g;
     int rc = conv_setup(k, in, n_in, &g);
@@ -898,8 +986,4 @@ static int conv_bwd(sh_kctx *k, const sh_tensor *const *in, int n_in, const sh_t
     return SH_OK;
 }
 
-#if SH_CONV_OC
 const sh_op_def sh_op_conv = {"Conv", 2, 3, 1, 1, conv_infer, conv_fwd, conv_bwd, 0, 0x6, oc_pack_free, 0};
-#else
-const sh_op_def sh_op_conv = {"Conv", 2, 3, 1, 1, conv_infer, conv_fwd, conv_bwd, 0, 0x6, NULL, 0};
-#endif

@@ -40,7 +40,8 @@ static int qsetup(sh_kctx *k, const sh_tensor *const *in, int n_in, qgeom *g)
     char b1[96], b2[96];
     const sh_tensor *A = in[0], *B = in[1], *C = n_in > 2 ? in[2] : NULL;
     const sh_format_traits *ft = sh_format_get(B->fmt);
-    if (!ft || !ft->is_quantized || !sh_format_is_grouped(B->fmt))
+    int qg = 0;
+    if (!ft || !ft->is_quantized || sh_qbase_format(B->fmt, &qg) < 0)
         return sh_op_err(k, SH_EUNSUPPORTED, "Gemm: weight format %s is not a grouped quantized format",
                          ft ? ft->name : "?");
     if (A->fmt != SH_F32 || (C && C->fmt != SH_F32))
@@ -55,12 +56,12 @@ static int qsetup(sh_kctx *k, const sh_tensor *const *in, int n_in, qgeom *g)
     g->N = B->shape[0];
     g->Kp = B->shape[1];
     g->K = sh_attr_int(k->node, "weight_k", g->Kp);
-    if (A->shape[A->ndim - 1] != g->K || g->Kp % SH_QK || g->K > g->Kp || g->Kp - g->K >= SH_QK || g->K <= 0)
+    if (A->shape[A->ndim - 1] != g->K || g->Kp % qg || g->K > g->Kp || g->Kp - g->K >= SH_QK || g->K <= 0)
         return sh_op_err(k, SH_ESHAPE,
                          "A %s and B %s (%s, transB=1, weight_k %lld): A's last dim must be weight_k (B's columns, a "
                          "multiple of %d, less up to 31 zero-padded)",
                          sh_shape_str(A->ndim, A->shape, b1, sizeof b1), sh_shape_str(B->ndim, B->shape, b2, sizeof b2),
-                         ft->name, (long long)g->K, SH_QK);
+                         ft->name, (long long)g->K, qg);
     g->M = sh_tensor_numel(A) / g->K;
     g->beta = sh_attr_float(k->node, "beta", 1.0f);
     return sh_gemm_epilogue(k, C, g->M, g->N, &g->relu, &g->cm, &g->cn);
@@ -87,7 +88,18 @@ static const sh_qweight *prepared(sh_kctx *k, const sh_tensor *B, int64_t N, int
     if (st && st->src == B->data && st->wf == B->fmt && st->N == N && st->K == K) return &st->w;
     sh_qweight *w = NULL;
     sh_error e = {0};
-    if (sh_qweight_new(B->data, B->fmt, N, K, -1, &w, &e)) return NULL;
+    if (sh_qbase_format(B->fmt, NULL) != (int)B->fmt) {
+        /* one scale per 64 / 128 values: the kernels run it as 32-blocks */
+        sh_format bf = (sh_format)sh_qbase_format(B->fmt, NULL);
+        size_t rb = sh_format_bytes(B->fmt, K), xb = sh_format_bytes(bf, K);
+        char *x = malloc(xb * (size_t)N);
+        if (!x) return NULL;
+        for (int64_t r = 0; r < N; r++) sh_qexpand(B->fmt, (const char *)B->data + r * rb, K, x + r * xb);
+        int rc = sh_qweight_new(x, bf, N, K, -1, &w, &e);
+        free(x);
+        if (rc) return NULL;
+    } else if (sh_qweight_new(B->data, B->fmt, N, K, -1, &w, &e))
+        return NULL;
     if (!k->state) return w; /* caller frees: marked by st == NULL */
     free(*k->state);
     *k->state = NULL;

@@ -8,4 +8,8 @@
  * is q8_0 / q4_0 / q4_1 / q3_0 / q2_1 / log4. */
 int sh_gemm_quantized_infer(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *const *out, int n_out);
 int sh_gemm_quantized(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *const *out, int n_out);
+/* Conv whose weight (input 1) is a grouped quantized [M, Kp] matrix with
+ * attributes kernel_shape and weight_k (ops/conv_quant.c); 2-D only. */
+int sh_conv_quantized_infer(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *const *out, int n_out);
+int sh_conv_quantized(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *const *out, int n_out);
 #endif

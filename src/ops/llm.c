@@ -227,6 +227,10 @@ static int att_infer(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor
     att_dims d;
     if ((rc = att_params(k, in, &d))) return rc;
     sh_tensor_set_shape(out[0], SH_F32, in[0]->ndim, in[0]->shape);
+    if (n_out > 1) { /* distill: optional output 1, the probabilities [B,H,T,T] (runs from pos 0) */
+        int64_t ps[4] = {d.B, d.H, d.T, d.T};
+        sh_tensor_set_shape(out[1], SH_F32, 4, ps);
+    }
     return SH_OK;
 }
 
@@ -336,6 +340,10 @@ static int att_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *
     float *y = out[0]->data;
     int64_t B = d.B, T = d.T, H = d.H, KV = d.KV, hs = d.hs, C = H * hs, KC = KV * hs, grp = H / KV;
     int64_t pos = k->training ? 0 : k->pos;
+    float *probs = n_out > 1 && out[1] ? out[1]->data : NULL; /* distill: [B,H,T,T] */
+    if (probs && pos > 0)
+        return sh_op_err(k, SH_EUNSUPPORTED, "attention probabilities (output 1) need a run from pos 0, not %lld",
+                         (long long)pos);
     const float *Kb = kin, *Vb = vin; /* keys of (b, kvh) at Kb + b*bstride + kvh*hstride */
     int64_t kstride = KC, bstride = T * KC, hstride = hs, P = T, kcap = 0;
     if (!k->training) {
@@ -420,6 +428,11 @@ static int att_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *
                 att_row_t(q + (b * T + t) * C + h * hs, Kt, P, Vh, kstride, n, hs, att, y + (b * T + t) * C + h * hs);
             else
                 att_row(q + (b * T + t) * C + h * hs, Kh, Vh, kstride, n, hs, att, y + (b * T + t) * C + h * hs);
+            if (probs) { /* distill: keep the probabilities of this row */
+                float *pr = probs + ((b * H + h) * T + t) * T;
+                memcpy(pr, att, sizeof(float) * (size_t)n);
+                for (int64_t s = n; s < T; s++) pr[s] = 0.0f;
+            }
         }
     }
     return SH_OK;
@@ -428,13 +441,14 @@ static int att_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *
 static int att_bwd(sh_kctx *k, const sh_tensor *const *in, int n_in, const sh_tensor *const *out, int n_out,
                    const sh_tensor *const *dout, sh_tensor *const *din)
 {
-    (void)n_in, (void)out, (void)n_out;
-    if (!dout[0]) return SH_OK;
+    (void)n_in, (void)out;
+    const float *dprobs = n_out > 1 && dout[1] ? dout[1]->data : NULL; /* distill: d(loss)/d(probabilities) */
+    if (!dout[0] && !dprobs) return SH_OK;
     att_dims d;
     int rc = att_params(k, in, &d);
     if (rc) return rc;
     int causal = (int)sh_attr_int(k->node, "causal", 1);
-    const float *q = in[0]->data, *kin = in[1]->data, *vin = in[2]->data, *dy = dout[0]->data;
+    const float *q = in[0]->data, *kin = in[1]->data, *vin = in[2]->data, *dy = dout[0] ? dout[0]->data : NULL;
     float *dq = din[0] ? din[0]->data : NULL, *dk = din[1] ? din[1]->data : NULL, *dv = din[2] ? din[2]->data : NULL;
     int64_t B = d.B, T = d.T, H = d.H, KV = d.KV, hs = d.hs, C = H * hs, KC = KV * hs, grp = H / KV;
     int nt = k->nthreads > 0 ? k->nthreads : 1;
@@ -461,10 +475,12 @@ static int att_bwd(sh_kctx *k, const sh_tensor *const *in, int n_in, const sh_te
         for (int64_t h = kvh * grp; h < (kvh + 1) * grp; h++)
             for (int64_t t = 0; t < T; t++) {
                 int64_t n = causal ? t + 1 : T;
-                const float *qt = q + (b * T + t) * C + h * hs, *g = dy + (b * T + t) * C + h * hs;
+                const float *qt = q + (b * T + t) * C + h * hs, *g = dy ? dy + (b * T + t) * C + h * hs : NULL;
                 att_probs_t(qt, Kt, T, n, hs, att);
                 for (int64_t s = 0; s < n; s++) datt[s] = 0.0f;
-                for (int64_t i = 0; i < hs; i++) {
+                if (dprobs) /* distill: gradient arriving at the probabilities output */
+                    for (int64_t s = 0; s < n; s++) datt[s] = dprobs[((b * H + h) * T + t) * T + s];
+                for (int64_t i = 0; g && i < hs; i++) {
                     float gi = g[i];
                     const float *vr = Vt + i * T;
                     float *dvr = dVt + i * T;
@@ -553,7 +569,7 @@ static int silumul_bwd(sh_kctx *k, const sh_tensor *const *in, int n_in, const s
 
 static const sh_op_def op_rmsnorm = {"RMSNorm", 2, 2, 1, 1, rmsnorm_infer, rmsnorm_fwd, rmsnorm_bwd, 0, 0x2, NULL, 0};
 static const sh_op_def op_rope = {"RoPE", 1, 1, 1, 1, rope_infer, rope_fwd, rope_bwd, 0, 0, NULL, 0};
-static const sh_op_def op_attention = {"Attention", 3, 3, 1, 1, att_infer, att_fwd, att_bwd, 0, 0, kv_cache_free, 0};
+static const sh_op_def op_attention = {"Attention", 3, 3, 1, 2, att_infer, att_fwd, att_bwd, 0, 0, kv_cache_free, 0};
 static const sh_op_def op_silumul = {"SiluMul", 2, 2, 1, 1, silumul_infer, silumul_fwd, silumul_bwd, 0, 0, NULL, 0};
 
 const sh_op_def *const sh_ops_llm[] = {&op_rmsnorm, &op_rope, &op_attention, &op_silumul, NULL};

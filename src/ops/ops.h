@@ -113,5 +113,6 @@ extern const sh_op_def *const sh_ops_nn[];      /* ops/nn.c: Conv, Gemm, MatMul,
 extern const sh_op_def *const sh_ops_elem[];    /* ops/elementwise.c: binary, unary, softmax, reduce */
 extern const sh_op_def *const sh_ops_shape[];   /* ops/shape.c: Flatten, Reshape, Transpose, Concat, Pad, ... */
 extern const sh_op_def *const sh_ops_llm[];     /* ops/llm.c: RMSNorm, RoPE, Attention, SiluMul */
+extern const sh_op_def *const sh_ops_qlinear[]; /* ops/qlinear*.c: QuantizeLinear, DequantizeLinear, QLinearConv, QGemm, ... */
 
 #endif

@@ -3,7 +3,9 @@
 
 #include "ops.h"
 
-static const sh_op_def *const *const families[] = {sh_ops_nn, sh_ops_elem, sh_ops_shape, sh_ops_llm};
+extern const sh_op_def *const sh_ops_fakequant[]; /* ops/fakequant.c (distill) */
+static const sh_op_def *const *const families[] = {sh_ops_nn, sh_ops_elem, sh_ops_shape, sh_ops_llm, sh_ops_qlinear,
+                                                    sh_ops_fakequant};
 
 const sh_op_def *sh_op_find(const char *name)
 {

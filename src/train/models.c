@@ -150,6 +150,23 @@ static void build_mlp_small(mb *m)
     linear(m, "fc2", "x2", "logits", 32, 10);
 }
 
+/* distill: a small CNN student for distillation from "cnn" (24,282
+ * parameters with BN statistics, 1/7 of the teacher): three conv-BN-ReLU layers 16/32/64
+ * (two 2x2 max pools), global average pool, Linear 64-10. */
+static void cbr(mb *m, const char *pre, const char *in, const char *out, int cin, int cout, int k, int relu);
+static void build_cnn_small(mb *m)
+{
+    cbr(m, "layer1", "input", "l1", 1, 16, 3, 1);      /* 16x28x28 */
+    maxpool(m, "pool1", "l1", "p1", 2);                 /* 16x14x14 */
+    cbr(m, "layer2", "p1", "l2", 16, 32, 3, 1);        /* 32x14x14 */
+    maxpool(m, "pool2", "l2", "p2", 2);                 /* 32x7x7 */
+    cbr(m, "layer3", "p2", "l3", 32, 64, 3, 1);        /* 64x7x7 */
+    unary(m, "GlobalAveragePool", "gap", "l3", "g");
+    flatten(m, "flatten", "g", "f");
+    linear(m, "fc", "f", "logits", 64, 10);
+}
+/* end distill */
+
 static void build_lenet5(mb *m)
 {
     conv(m, "conv1", "input", "c1", 1, 6, 5, 1, 2, 1);
@@ -218,13 +235,26 @@ int sh_model_build(const char *kind, uint64_t seed, sh_graph **out, sh_error *er
         c.shared_classifier = 1;
         return sh_llama_build(&c, seed, out, err);
     }
+    if (strcmp(kind, "llama-2l") == 0) { /* distill: 2-layer student with stories260K's dims */
+        sh_llama_config c = {0};
+        c.dim = 64;
+        c.hidden_dim = 172;
+        c.n_layers = 2;
+        c.n_heads = 8;
+        c.n_kv_heads = 4;
+        c.vocab_size = 512;
+        c.seq_len = 256;
+        c.shared_classifier = 1;
+        return sh_llama_build(&c, seed, out, err);
+    }
     void (*fn)(mb *) = NULL;
     if (strcmp(kind, "mlp") == 0) fn = build_mlp;
     else if (strcmp(kind, "mlp-small") == 0) fn = build_mlp_small;
     else if (strcmp(kind, "lenet5") == 0) fn = build_lenet5;
     else if (strcmp(kind, "cnn") == 0) fn = build_cnn;
+    else if (strcmp(kind, "cnn-small") == 0) fn = build_cnn_small; /* distill */
     else
-        return sh_err(err, SH_EINVAL, "unknown model '%s' (built-in models: mlp, lenet5, cnn, llama-tiny)", kind);
+        return sh_err(err, SH_EINVAL, "unknown model '%s' (built-in models: mlp, mlp-small, lenet5, cnn, cnn-small, llama-tiny, llama-2l)", kind);
     mb m = {0};
     m.g = sh_graph_new(kind);
     if (!m.g) return sh_err(err, SH_ENOMEM, "out of memory");

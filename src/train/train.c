@@ -9,6 +9,12 @@
  * dropped (and the last micro-batches that do not fill an accumulation
  * group).  The schedule runs over epochs * steps_per_epoch steps;
  * max_steps only stops early.
+ *
+ * Pruned models: with keep_zeros the zero pattern of every weight at the
+ * start is a mask held through training (gradients of masked elements
+ * zeroed, optimizer moments cleared, elements set back to 0 after every
+ * step); l1 adds l1 * sign(w) to the weights' gradients; step_fn runs after
+ * every optimizer step and may prune further (new masks when it asks).
  */
 #include <math.h>
 #include <stdio.h>
@@ -150,6 +156,57 @@ static int validate(sh_program *vp, trainer *t, const sh_dataset *v, int64_t lim
     return rc;
 }
 
+/* Pruning masks held during training (opts->keep_zeros): per parameter,
+ * NULL or one byte per element, 1 where the weight is held at zero. */
+typedef struct maskset {
+    int n;
+    unsigned char **m;
+} maskset;
+
+static void masks_free(maskset *s)
+{
+    if (s->m)
+        for (int i = 0; i < s->n; i++) free(s->m[i]);
+    free(s->m);
+    s->m = NULL;
+    s->n = 0;
+}
+
+/* Clear the optimizer state of masked elements of parameter value v. */
+static void clear_state(sh_optimizer *opt, int v, const unsigned char *m, int64_t n)
+{
+    if (v < 0 || v >= opt->n || opt->numel[v] != n) return;
+    for (int64_t j = 0; j < n; j++)
+        if (m[j]) {
+            if (opt->m[v]) opt->m[v][j] = 0.0f;
+            if (opt->v[v]) opt->v[v][j] = 0.0f;
+        }
+}
+
+/* The zero pattern of every rank >= 2 parameter of p becomes its mask. */
+static int masks_build(maskset *s, sh_program *p, sh_optimizer *opt, sh_error *err)
+{
+    masks_free(s);
+    int np = sh_program_num_params(p);
+    s->m = calloc((size_t)np + 1, sizeof *s->m);
+    if (!s->m) return sh_err(err, SH_ENOMEM, "out of memory");
+    s->n = np;
+    for (int i = 0; i < np; i++) {
+        int v;
+        sh_tensor *w;
+        sh_program_param(p, i, &v, &w, NULL);
+        if (!w || w->fmt != SH_F32 || w->ndim < 2 || !w->data) continue;
+        int64_t n = sh_tensor_numel(w), zeros = 0;
+        const float *d = w->data;
+        for (int64_t j = 0; j < n; j++) zeros += d[j] == 0.0f;
+        if (!zeros) continue;
+        if (!(s->m[i] = malloc((size_t)n))) return sh_err(err, SH_ENOMEM, "out of memory");
+        for (int64_t j = 0; j < n; j++) s->m[i][j] = d[j] == 0.0f;
+        clear_state(opt, v, s->m[i], n);
+    }
+    return SH_OK;
+}
+
 static void default_progress(void *ctx, int epoch, int64_t step, int64_t total, double loss, double rate, double eta,
                              int epoch_end, double val)
 {
@@ -236,6 +293,9 @@ int sh_train(sh_graph *g, const sh_dataset *train, const sh_dataset *val, const 
     sh_program *p = NULL, *vp = NULL;
     int64_t *perm = NULL;
     sh_tensor *dl = NULL;
+    maskset masks = {0};
+    if (!(o->l1 >= 0) || !isfinite(o->l1))
+        return sh_err(err, SH_EINVAL, "L1 regularisation %g, must be >= 0", o->l1);
     int rc = sh_optimizer_new(o, g->n_values, &opt, err);
     if (rc) return rc;
     sh_train_pos pos = {0};
@@ -344,23 +404,52 @@ int sh_train(sh_graph *g, const sh_dataset *train, const sh_dataset *val, const 
             loss_n++;
             last_loss = loss;
             const sh_tensor *douts[16] = {dl};
+            if (o->aux_fn) { /* distill: gradients of outputs 1.. (feature / attention distillation) */
+                double aux = 0;
+                rc = o->aux_fn(o->aux_ctx, p, 1.0f / (float)A, douts, g->n_outputs < 16 ? g->n_outputs : 16, &aux, err);
+                if (rc) goto out;
+                loss_sum += aux;
+                last_loss += aux;
+            }
             rc = sh_program_backward(p, douts, g->n_outputs, err);
             if (rc) goto out;
             items_done += t.lm ? B * t.T : B;
             if ((mb + 1) % A) continue;
             double lr = sh_lr_at(o, step, total, steps_per_epoch);
             sh_optimizer_begin_step(opt);
+            /* the program knows its parameters after its first run: the
+             * masks are the zero pattern before the first update */
+            if (o->keep_zeros && !masks.m && (rc = masks_build(&masks, p, opt, err))) goto out;
             int np = sh_program_num_params(p);
             for (int i = 0; i < np; i++) {
                 int v;
                 sh_tensor *w, *gr;
                 sh_program_param(p, i, &v, &w, &gr);
                 if (!gr) continue;
-                rc = sh_optimizer_update(opt, v, w->data, gr->data, sh_tensor_numel(w), w->ndim >= 2, lr, err);
+                int64_t n = sh_tensor_numel(w);
+                float *wd = w->data, *gd = gr->data;
+                const unsigned char *mk = i < masks.n ? masks.m[i] : NULL;
+                if (o->l1 > 0 && w->ndim >= 2)
+                    for (int64_t j = 0; j < n; j++) gd[j] += wd[j] > 0 ? o->l1 : wd[j] < 0 ? -o->l1 : 0.0f;
+                if (mk)
+                    for (int64_t j = 0; j < n; j++)
+                        if (mk[j]) gd[j] = 0.0f;
+                rc = sh_optimizer_update(opt, v, wd, gd, n, w->ndim >= 2, lr, err);
                 if (rc) goto out;
+                if (mk) {
+                    for (int64_t j = 0; j < n; j++)
+                        if (mk[j]) wd[j] = 0.0f;
+                    clear_state(opt, v, mk, n);
+                }
             }
             sh_program_zero_grad(p);
             step++;
+            if (o->step_fn) {
+                int remask = 0;
+                rc = o->step_fn(o->step_ctx, g, step, total, &remask, err);
+                if (rc) goto out;
+                if (remask && o->keep_zeros && (rc = masks_build(&masks, p, opt, err))) goto out;
+            }
             int epoch_done = mb + 1 == micro_per_epoch;
             if (o->checkpoint && o->checkpoint_every > 0 && step % o->checkpoint_every == 0 && step < stop_at) {
                 sh_train_pos cp = pos;
@@ -428,6 +517,7 @@ int sh_train(sh_graph *g, const sh_dataset *train, const sh_dataset *val, const 
         if (rc) goto out;
     }
 out:
+    masks_free(&masks);
     sh_tensor_free(dl);
     sh_tensor_free(t.x);
     free(t.y);

@@ -33,6 +33,13 @@ expect_rc 2 "--alpha must be between" "$SH" distill --teacher t.onnx --student m
 expect_rc 2 "--temperature expects a number" "$SH" distill --teacher t.onnx --student mlp --data x:y -o x.onnx --temperature hot
 expect_rc 2 "unknown option '--bogus'" "$SH" distill --teacher t.onnx --student mlp --data x:y -o x.onnx --bogus
 expect_rc 2 "unknown student 'resnet'" "$SH" distill --teacher t.onnx --student resnet --data x:y -o x.onnx
+expect_rc 2 "expects TEACHER:STUDENT" "$SH" distill --teacher t.onnx --student mlp --data x:y -o x.onnx --feature l4
+expect_rc 2 "expects TEACHER:STUDENT" "$SH" distill --teacher t.onnx --student mlp --data x:y -o x.onnx --attention :1
+expect_rc 2 "--samples needs --tokenizer" "$SH" distill --teacher t.bin --student llama-2l --samples 4 -o x.bin
+expect_rc 2 "--samples N replaces --data" "$SH" distill --teacher t.bin --student llama-2l --samples 4 --data text:x --tokenizer t -o x.bin
+expect_rc 2 "--bits 9 is outside 2-8" "$SH" quantize t.onnx -o x.onnx --qat 1 --data fashion-mnist:train --bits 9
+expect_rc 2 "--qat needs training data" "$SH" quantize t.onnx -o x.onnx --qat 1
+expect_rc 2 "--act-bits must be 0 or 8" "$SH" quantize t.onnx -o x.onnx --qat 1 --data x:y --act-bits 4
 expect_rc 3 "/nonexistent/t.onnx" "$SH" distill --teacher /nonexistent/t.onnx --student mlp --data fashion-mnist:train:10 -o "$T/x.onnx"
 
 if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
@@ -51,6 +58,18 @@ if [ -s "$T/student.onnx" ]; then
 else
   fail "no student written"
 fi
+# feature distillation through a learned projection (mlp x4 [B,100] -> mlp-small x2 [B,32]):
+# the projection is dropped, the student keeps its 25,450 parameters
+"$SH" distill --teacher "$T/teacher.onnx" --student mlp-small --data fashion-mnist:train:256 --epochs 1 --batch 32 \
+  --threads 2 --feature x4:x2:0.5 --json -o "$T/feat.onnx" >"$T/j" 2>"$T/e" || fail "feature distill: $(cat "$T/e")"
+grep -q '"params": 25450' "$T/j" || fail "feature distill json: $(cat "$T/j")"
+expect_rc 1 "feature distillation: teacher 'x4'" "$SH" distill --teacher "$T/teacher.onnx" --student lenet5 \
+  --data fashion-mnist:train:64 --feature x4:c1 -o "$T/z.onnx"
+# QAT: 4-bit weights, one epoch, accuracy before / after on --val
+"$SH" quantize "$T/teacher.onnx" -o "$T/q4.onnx" --qat 1 --bits 4 --data fashion-mnist:train:256 --batch 32 \
+  --val fashion-mnist:test:200 --threads 2 --teacher --json >"$T/j" 2>"$T/e" || fail "qat: $(cat "$T/e")"
+grep -q '"accuracy_qat": 0\.[5-9]' "$T/j" && grep -q '"bits": 4' "$T/j" || fail "qat json: $(cat "$T/j")"
+"$SH" eval "$T/q4.onnx" --data fashion-mnist:test:200 --no-speed --json >"$T/ev" 2>&1 || fail "eval qat: $(cat "$T/ev")"
 # a llama student cannot learn from an image teacher
 expect_rc 2 "llama-tiny trains on text" "$SH" distill --teacher "$T/teacher.onnx" --student llama-tiny --data fashion-mnist:train:100 -o "$T/y.onnx"
 
