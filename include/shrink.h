@@ -1411,6 +1411,7 @@ typedef struct sh_qat_opts {
     int bits;              /* weight bits 2..8 (0: 8) */
     int act_bits;          /* 0: f32 activations; 8: u8 fake-quant inputs */
     int per_tensor;        /* one weight scale per tensor (default: per channel) */
+    int mse_init;          /* weight scales: least-squares clip instead of max|w| */
     const char *exclude;   /* comma-separated node or weight names to skip */
     const sh_dataset *calib; /* activation ranges (act_bits 8) */
     int calib_samples;     /* 0: 256 */

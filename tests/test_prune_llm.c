@@ -522,7 +522,7 @@ TEST(llm_prune_stories260k_table)
     sh_dataset *d = NULL;
     CHECK_OK(sh_model_load(mp, &g, &err), &err);
     CHECK_OK(sh_dataset_load(ev, &d, &err), &err);
-    sh_dataset *cal = g ? sampled_calib(g, sh, 32) : NULL;
+    sh_dataset *cal = g ? sampled_calib(g, sh, 16) : NULL;
     if (!g || !d || !cal) goto out;
     sh_eval_report rep;
     CHECK_OK(sh_eval_lm(g, d, 1, &rep, &err), &err);
@@ -536,7 +536,7 @@ TEST(llm_prune_stories260k_table)
             o.method = methods[mi];
             o.ratio = 0.5;
             if (nm) o.n = 2, o.m = 4;
-            o.calib = cal, o.calib_batches = 2, o.batch = 32, o.seq_len = 64, o.nthreads = 1;
+            o.calib = cal, o.calib_batches = 1, o.batch = 32, o.seq_len = 64, o.nthreads = 1;
             o.exclude = "output"; /* the tied embedding / classifier stays dense */
             sh_graph *p = NULL;
             sh_prune_report r;
@@ -553,8 +553,10 @@ TEST(llm_prune_stories260k_table)
     printf("    stories260K ppl: dense %.3f | 50%%: magnitude %.3f wanda %.3f sparsegpt %.3f | 2:4: magnitude %.3f "
            "wanda %.3f sparsegpt %.3f\n",
            dense, ppl[0][0], ppl[1][0], ppl[2][0], ppl[0][1], ppl[1][1], ppl[2][1]);
-    /* Measured (bench/bench_llm_prune.sh, 128 calibration rows): magnitude
-     * 43.5 / 115.8, Wanda 17.5 / 58.4, SparseGPT 20.7 / 32.4.  Asserted:
+    /* Measured (50 % / 2:4): magnitude 43.45 / 115.8; here (32 calibration
+     * rows of 64 tokens from 16 sampled stories) Wanda 17.41 / 61.62,
+     * SparseGPT 20.48 / 36.12; bench/bench_llm_prune.sh (128 rows from 64
+     * stories) Wanda 17.51 / 58.45, SparseGPT 20.67 / 32.42.  Asserted:
      * both calibrated methods at most 0.65 x magnitude's perplexity (log
      * distance to dense at least a third shorter), and within 1.5 x of what
      * was measured. */

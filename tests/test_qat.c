@@ -438,3 +438,37 @@ TEST(qat_activation_fakequant_ranges)
     sh_graph_free(g), sh_graph_free(q);
     sh_dataset_free(d);
 }
+
+/* mse_init: per channel, the clip with the least squared rounding error:
+ * never more error than max|w| / qmax, and at 2 bits a smaller scale */
+TEST(qat_mse_init_scales)
+{
+    sh_error err = {0};
+    sh_graph *g = NULL, *a = NULL, *b = NULL;
+    CHECK_OK(sh_model_build("mlp-small", 2, &g, &err), &err);
+    sh_qat_opts o;
+    sh_qat_opts_default(&o);
+    o.bits = 2;
+    CHECK_OK(sh_qat_prepare(g, &o, &a, &err), &err);
+    o.mse_init = 1;
+    CHECK_OK(sh_qat_prepare(g, &o, &b, &err), &err);
+    if (!a || !b) return;
+    const sh_tensor *W = g->values[sh_graph_find(g, "fc1.weight")].init;
+    const float *sa = sh_f32(a->values[sh_graph_find(a, "fc1.weight.qat_scale")].init);
+    const float *sb = sh_f32(b->values[sh_graph_find(b, "fc1.weight.qat_scale")].init);
+    int64_t C = W->shape[0], K = W->shape[1];
+    int smaller = 0;
+    for (int64_t c = 0; c < C; c++) {
+        double ea = 0, eb = 0;
+        for (int64_t j = 0; j < K; j++) {
+            float v = sh_f32(W)[c * K + j];
+            float qa = fminf(fmaxf(nearbyintf(v / sa[c]), -1), 1), qb = fminf(fmaxf(nearbyintf(v / sb[c]), -1), 1);
+            ea += (v - qa * sa[c]) * (v - qa * sa[c]);
+            eb += (v - qb * sb[c]) * (v - qb * sb[c]);
+        }
+        CHECK(eb <= ea + 1e-12);
+        smaller += sb[c] < sa[c];
+    }
+    CHECK_MSG(smaller == C, "%d of %lld channels got a smaller scale", smaller, (long long)C);
+    sh_graph_free(g), sh_graph_free(a), sh_graph_free(b);
+}

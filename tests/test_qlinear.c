@@ -632,3 +632,39 @@ TEST(qlinear_u8_shape_ops)
     sh_tensor_free(x);
     sh_graph_free(g);
 }
+
+/* QLinearAdd on s8 (the SIMD same-shape path, 37 elements: a scalar tail)
+ * against the formula q = sat(nearbyint((a - za) sa/sc + (b - zb) sb/sc) + zc) */
+TEST(qlinear_add_s8)
+{
+    sh_error err = {0};
+    sh_tensor *t[8] = {0};
+    int64_t s[] = {37};
+    t[0] = sh_tensor_new(SH_I8, 1, s, &err);
+    t[3] = sh_tensor_new(SH_I8, 1, s, &err);
+    for (int i = 0; i < 37; i++) {
+        ((int8_t *)t[0]->data)[i] = (int8_t)(i * 41 % 256 - 128);
+        ((int8_t *)t[3]->data)[i] = (int8_t)(i * 97 % 256 - 128);
+    }
+    float sc[3] = {0.05f, 0.03f, 0.06f};
+    int8_t zp[3] = {-5, 7, 2};
+    for (int j = 0; j < 3; j++) {
+        int si = j < 2 ? 1 + 3 * j : 6;
+        t[si] = sh_tensor_new(SH_F32, 0, NULL, &err);
+        *(float *)t[si]->data = sc[j];
+        t[si + 1] = sh_tensor_new(SH_I8, 0, NULL, &err);
+        *(int8_t *)t[si + 1]->data = zp[j];
+    }
+    sh_graph *g = one_node("QLinearAdd", t, 8, &err);
+    sh_tensor *y = run_case(g, t[0], &err);
+    CHECK_MSG(y && y->fmt == SH_I8, "run: %s", err.msg);
+    for (int i = 0; y && i < 37; i++) {
+        float a = (float)((int8_t *)t[0]->data)[i] - (float)zp[0], b = (float)((int8_t *)t[3]->data)[i] - (float)zp[1];
+        float q = nearbyintf(a * (sc[0] / sc[2]) + b * (sc[1] / sc[2])) + (float)zp[2];
+        q = q < -128 ? -128 : q > 127 ? 127 : q;
+        CHECK_MSG(((int8_t *)y->data)[i] == (int8_t)q, "element %d: %d, want %d", i, ((int8_t *)y->data)[i], (int)q);
+    }
+    sh_tensor_free(y);
+    sh_graph_free(g);
+    for (int i = 0; i < 8; i++) sh_tensor_free(t[i]);
+}

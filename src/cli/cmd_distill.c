@@ -56,6 +56,10 @@ static const char *usage_text =
     "  shrink train cnn --data fashion-mnist:train --epochs 2 -o cnn.onnx\n"
     "  shrink distill --teacher cnn.onnx --student mlp-small --data fashion-mnist:train \\\n"
     "      --val fashion-mnist:test --epochs 5 --temperature 4 --alpha 0.9 -o small.onnx\n"
+    "  shrink distill --teacher cnn.onnx --student cnn-small --data fashion-mnist:train \\\n"
+    "      --feature l4:l3:0.5 --epochs 3 -o small.onnx     (layer4 128ch -> layer3 64ch)\n"
+    "  shrink distill --teacher stories260K.bin --tokenizer tok512.bin --student llama-2l \\\n"
+    "      --samples 200 --attention 4:1 --seq-len 128 --epochs 5 -o student.bin\n"
     "\n" CLI_EXIT_CODES;
 
 
@@ -317,6 +321,8 @@ static const char *qat_usage_text =
     "  --bits B               weight bits 8, 4, 3 or 2 (default 8)\n"
     "  --act-bits 0|8         fake-quantize layer inputs to u8 (default 0: f32)\n"
     "  --per-tensor           one weight scale per tensor (default per channel)\n"
+    "  --mse-init             initial weight scales: the clip with the least squared\n"
+    "                         rounding error (default max|w| / qmax)\n"
     "  --exclude L1,L2        layers (node or weight names) left f32\n"
     "  --teacher              distil from the original model (soft targets)\n"
     "  --temperature T, --alpha A   distillation settings (defaults 4, 0.9)\n"
@@ -352,6 +358,7 @@ int cmd_quantize_qat(int argc, char **argv)
         else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) quiet = 1;
         else if (strcmp(a, "--teacher") == 0) teacher = 1;
         else if (strcmp(a, "--per-tensor") == 0) q.per_tensor = 1;
+        else if (strcmp(a, "--mse-init") == 0) q.mse_init = 1;
         STROPT("--data", data)
         STROPT("--val", valspec)
         STROPT("-o", out)
@@ -408,8 +415,9 @@ int cmd_quantize_qat(int argc, char **argv)
         }
         acc_ptq = er.accuracy;
         if (!quiet && !json)
-            fprintf(stderr, "f32 accuracy %.2f%%, %d-bit PTQ (round to nearest, per %s) %.2f%%\n", 100 * acc_f32,
-                    (int)bits, q.per_tensor ? "tensor" : "channel", 100 * acc_ptq);
+            fprintf(stderr, "f32 accuracy %.2f%%, %d-bit PTQ (round to nearest, per %s, %s scales) %.2f%%\n",
+                    100 * acc_f32, (int)bits, q.per_tensor ? "tensor" : "channel", q.mse_init ? "MSE" : "max-abs",
+                    100 * acc_ptq);
     }
     int qq = quiet || json;
     o->progress = progress_cb;
@@ -458,9 +466,9 @@ int cmd_quantize_qat(int argc, char **argv)
         printf(", \"output\": ");
         json_str(stdout, out);
         printf(", \"qat_epochs\": %lld, \"bits\": %lld, \"act_bits\": %lld, \"granularity\": \"%s\", \"teacher\": %s, "
-               "\"steps\": %lld, \"seconds\": %.3f, \"layers\": %d",
+               "\"mse_init\": %d, \"steps\": %lld, \"seconds\": %.3f, \"layers\": %d",
                (long long)epochs, (long long)bits, (long long)act_bits, q.per_tensor ? "tensor" : "channel",
-               teacher ? "true" : "false", (long long)rep.steps, rep.seconds, qr.n_layers);
+               teacher ? "true" : "false", q.mse_init, (long long)rep.steps, rep.seconds, qr.n_layers);
         if (va)
             printf(", \"accuracy_f32\": %.6f, \"accuracy_ptq\": %.6f, \"accuracy_qat\": %.6f", acc_f32, acc_ptq,
                    acc_qat);

@@ -312,6 +312,9 @@ int cmd_prune(int argc, char **argv)
     if ((o.method == SH_PRUNE_WANDA || o.method == SH_PRUNE_SPARSEGPT) && structured && llm != SH_LLM_HEADS)
         return cli_usage(cmd, "--method %s is unstructured / N:M (with --structured only heads takes it)", method);
     if (llm >= 0 && finetune >= 0) return cli_usage(cmd, "--finetune does not go with --structured %s", structured);
+    size_t olen = strlen(out);
+    if (llm == SH_LLM_HEADS && olen >= 4 && !strcmp(out + olen - 4, ".bin"))
+        return cli_usage(cmd, "--structured heads: a llama2.c .bin needs n_heads * head_size = dim; write OUT.onnx");
     if (strcmp(in, out) == 0) return cli_usage(cmd, "IN and OUT are the same file");
     if (pack_formats) {
         so.csr = name_in_list(pack_formats, "csr");

@@ -493,7 +493,12 @@ int cmd_quantize_auto(int argc, char **argv)
     sh_auto_report r;
     memset(&r, 0, sizeof r);
     int64_t fb = -1;
+    cli_progress prog;
+    cli_progress_start(&prog, "sensitivity", "layers", 0, json);
+    o.sens_opts.progress = progress, o.sens_opts.progress_ctx = &prog;
     rc = sh_sensitivity(g, &o.sens_opts, &sr, &err);
+    cli_progress_end(&prog);
+    o.sens_opts.progress = NULL;
     if (!rc) {
         o.sens = &sr;
         /* the budget is for the file: measure the bytes beyond the parameters
@@ -631,7 +636,11 @@ int cmd_prune_auto(int argc, char **argv)
     o.sens_opts.data = d;
     sh_error err = {0};
     sh_auto_report r;
+    cli_progress prog;
+    cli_progress_start(&prog, "sensitivity", "layers", 0, json);
+    o.sens_opts.progress = progress, o.sens_opts.progress_ctx = &prog;
     rc = sh_autoprune(g, &o, &p, &r, &err);
+    cli_progress_end(&prog);
     if (!rc) rc = sh_model_save(p, out, &err);
     if (rc) {
         if (p) sh_auto_report_free(&r);

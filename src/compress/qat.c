@@ -4,8 +4,10 @@
  *   - on the f32 initializer weight of every Conv / Gemm / MatMul: symmetric,
  *     narrow range ([-(2^(b-1)-1), 2^(b-1)-1], so it commutes with BatchNorm
  *     folding), per output channel (or per tensor), scale initialised to
- *     max|w| / qmax (round-to-nearest PTQ: before training the prepared
- *     graph computes exactly what PTQ with these scales gives);
+ *     max|w| / qmax, or with mse_init the clip (10-100 % of max|w|, steps
+ *     of 2 %) with the least squared rounding error per scale (round-to-
+ *     nearest PTQ: before training the prepared graph computes exactly what
+ *     PTQ with these scales gives);
  *   - with act_bits = 8, on the f32 input of those layers: unsigned 8-bit
  *     per tensor, range from a min/max calibration on o->calib (scale and
  *     zero point).
@@ -118,6 +120,22 @@ int sh_qat_prepare(const sh_graph *g, const sh_qat_opts *o, sh_graph **out, sh_e
                     mx = v > mx ? v : mx;
                 }
             sc[c] = mx > 0 ? mx / qmax : 1e-8f;
+            if (o->mse_init && mx > 0) { /* the clip scale of least squared rounding error */
+                double best = -1;
+                float bs = sc[c];
+                for (int f = 100; f >= 10; f -= 2) {
+                    float s = mx / qmax * (float)f / 100.0f;
+                    double e = 0;
+                    for (int64_t a = 0; a < outer; a++)
+                        for (int64_t j = 0; j < inner; j++) {
+                            float v = wd[(a * C + c) * inner + j], q = nearbyintf(v / s);
+                            q = q < -qmax ? -qmax : q > qmax ? qmax : q;
+                            e += (double)(v - q * s) * (v - q * s);
+                        }
+                    if (best < 0 || e < best) best = e, bs = s;
+                }
+                sc[c] = bs;
+            }
         }
         char sname[200], oname[200], nname[200];
         snprintf(sname, sizeof sname, "%s.qat_scale", wv->name);

@@ -83,6 +83,24 @@ static int maxpool_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tens
     int colmajor = sh_attr_int(k->node, "storage_order", 0) != 0;
     int64_t planes = w.N * w.C, HW = w.D * w.H * w.W, OHW = w.OD * w.OH * w.OW;
     sh_format fmt = in[0]->fmt;
+    /* int8-ops (session 2): u8 2x2 stride-2 pooling straight on the bytes (the
+     * static int8 CNNs' pool; the float round trip below cost more than it) */
+    if (fmt == SH_U8 && !idx && w.D == 1 && w.kh == 2 && w.kw == 2 && w.sh == 2 && w.sw == 2 && w.dh == 1 &&
+        w.dw == 1 && !w.pt && !w.pl && w.OH * 2 <= w.H && w.OW * 2 <= w.W) {
+        const uint8_t *xb = in[0]->data;
+        uint8_t *yb = out[0]->data;
+        for (int64_t p = 0; p < planes; p++)
+            for (int64_t oh = 0; oh < w.OH; oh++) {
+                const uint8_t *r0 = xb + p * HW + 2 * oh * w.W, *r1 = r0 + w.W;
+                uint8_t *yr = yb + p * OHW + oh * w.OW;
+                for (int64_t ow = 0; ow < w.OW; ow++) {
+                    uint8_t a = r0[2 * ow] > r0[2 * ow + 1] ? r0[2 * ow] : r0[2 * ow + 1];
+                    uint8_t b = r1[2 * ow] > r1[2 * ow + 1] ? r1[2 * ow] : r1[2 * ow + 1];
+                    yr[ow] = a > b ? a : b;
+                }
+            }
+        return SH_OK;
+    }
     if (fmt != SH_F32) { /* int8 / uint8: pool a float copy (exact), convert back */
         int64_t nx = planes * HW, ny = planes * OHW;
         float *t = sh_kctx_scratch(k, sizeof(float) * (size_t)(nx + ny));

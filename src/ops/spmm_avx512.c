@@ -12,7 +12,7 @@
  *                  4096^2, bench/bench_sparse.sh)
  *                  4:8 (4 kept per byte of bitmap): 16 values per 32
  *                  columns, x picked by one vpermt2ps with indices from a
- *                  256-entry table (vpcompressb and vexpandps were slower on
+ *                  256-entry table, four rows at a time when cols % 64 == 0 (vpcompressb and vexpandps were slower on
  *                  Zen 4); other n:m and the tail group: per 16 columns an
  *                  expand load of the word's popcount values, FMA with x
  *   B > 1 : X transposed (xt [kp][bp]); each stored value w at column c does
@@ -233,6 +233,35 @@ static void nm24_rows4_gemv(const uint32_t *const *cs, const float *const *vs, i
     out[2] = _mm512_reduce_add_ps(a2), out[3] = _mm512_reduce_add_ps(a3);
 }
 
+/* Four bitmap rows with 4 kept columns per byte everywhere (4:8 / 2:4
+ * bitmaps, cols a multiple of 64): as nm_row_gemv, the x vectors loaded
+ * once for the four rows and four value streams in flight. */
+static void nm_rows4_gemv(const uint16_t *const *bms, const float *const *vs, int64_t words, const float *x, float *out)
+{
+    __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    const float *v[4] = {vs[0], vs[1], vs[2], vs[3]};
+    for (int64_t w = 0; w + 4 <= words; w += 4) {
+        const float *xw = x + w * 16;
+        __m512 x0 = _mm512_loadu_ps(xw), x1 = _mm512_loadu_ps(xw + 16), x2 = _mm512_loadu_ps(xw + 32),
+               x3 = _mm512_loadu_ps(xw + 48);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            uint64_t m = load64(bms[i] + w);
+            uint64_t i0 = sh_nm_pos4[m & 0xff] | (uint64_t)(sh_nm_pos4[(m >> 8) & 0xff] + 0x08080808u) << 32;
+            uint64_t i1 = (sh_nm_pos4[(m >> 16) & 0xff] + 0x10101010u) |
+                          (uint64_t)(sh_nm_pos4[(m >> 24) & 0xff] + 0x18181818u) << 32;
+            uint64_t i2 = sh_nm_pos4[(m >> 32) & 0xff] | (uint64_t)(sh_nm_pos4[(m >> 40) & 0xff] + 0x08080808u) << 32;
+            uint64_t i3 = (sh_nm_pos4[(m >> 48) & 0xff] + 0x10101010u) | (uint64_t)(sh_nm_pos4[m >> 56] + 0x18181818u) << 32;
+            __m512i ia = _mm512_cvtepu8_epi32(_mm_set_epi64x((long long)i1, (long long)i0));
+            __m512i ib = _mm512_cvtepu8_epi32(_mm_set_epi64x((long long)i3, (long long)i2));
+            a[i] = _mm512_fmadd_ps(_mm512_loadu_ps(v[i]), _mm512_permutex2var_ps(x0, ia, x1), a[i]);
+            a[i] = _mm512_fmadd_ps(_mm512_loadu_ps(v[i] + 16), _mm512_permutex2var_ps(x2, ib, x3), a[i]);
+            v[i] += 32;
+        }
+    }
+    for (int i = 0; i < 4; i++) out[i] = _mm512_reduce_add_ps(a[i]);
+}
+
 /* ---- B > 1 ------------------------------------------------------------ */
 
 /* out[0..bp) = sum_q v[q] * xt[col(q)][0..bp); NC = bp / 16 zmm (1..4). */
@@ -347,6 +376,16 @@ void sh_spmm_rows_avx512(const sh_spmm_job *j, int64_t r0, int64_t r1, void *tmp
                                   val + (r + 3) * per_row};
             float o[4];
             nm24_rows4_gemv(cs, vs, h->cols / 32, j->x, o);
+            for (int i = 0; i < 4; i++) j->y[r + i] = o[i] + (j->bias ? j->bias[r + i] : 0.0f);
+        }
+    if (!codes && half && half == words && words % 4 == 0 && j->B == 1) /* 4:8 bitmaps, no tail */
+        for (; r + 4 <= r1; r += 4) {
+            const uint16_t *bm = (const uint16_t *)sh_sp_idx(h) + r * words;
+            const uint16_t *bms[4] = {bm, bm + words, bm + 2 * words, bm + 3 * words};
+            const float *vs[4] = {val + r * per_row, val + (r + 1) * per_row, val + (r + 2) * per_row,
+                                  val + (r + 3) * per_row};
+            float o[4];
+            nm_rows4_gemv(bms, vs, words, j->x, o);
             for (int i = 0; i < 4; i++) j->y[r + i] = o[i] + (j->bias ? j->bias[r + i] : 0.0f);
         }
     for (; r < r1; r++) {
