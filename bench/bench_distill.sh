@@ -6,14 +6,20 @@
 #   bench/bench_distill.sh [TEACHER.onnx]
 #
 # LM=1: instead, the language-model target: a 2-layer student (llama-2l,
-# stories260K's dims) distilled from stories260K on NS (60) teacher stories
+# stories260K's dims) distilled from stories260K on NS (200) teacher stories
 # (sampled at temperature 1, saved as text) vs the same student trained on
 # the same text without the teacher (alpha 0: plain cross-entropy), same
-# steps (LM_EPOCHS, 4); perplexity on the held-out tinystories_sample.txt.
+# steps (LM_EPOCHS, 5); perplexity on the held-out tinystories_sample.txt.
+#
+# QAT=1: instead, issue 3's QAT target on the teacher: per-channel weights
+# at QAT_BITS ("4 2") bits, accuracy after round-to-nearest PTQ (max-abs and
+# least-squares scales) and after QAT_EPOCHS (1) epoch(s) of QAT on DATA
+# with the f32 model as teacher.
 #
 # Environment (defaults): SHRINK (build/shrink), STUDENT (cnn-small),
-# DATA (fashion-mnist:train:10000), TEST (fashion-mnist:test), EPOCHS (3),
-# T (4), ALPHA (0.9), LR (0.002), SEEDS ("1 2 3"), THREADS (2), OUT (/tmp/bench_distill).
+# DATA (fashion-mnist:train:6000), TEST (fashion-mnist:test), EPOCHS (3),
+# T (4), ALPHA (0.9), LR (0.002), SEEDS ("1 2 3"), THREADS (1), OUT (/tmp/bench_distill).
+# OMP_WAIT_POLICY defaults to passive (single-threaded runs on a busy machine).
 # Both runs use adamw, cosine schedule, batch 64; the student without the
 # teacher is `shrink train`, with it `shrink distill` (teacher logits of the
 # training set computed once per run).  Prints the accuracy per seed, the
@@ -21,24 +27,44 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 unset OPENBLAS_CORETYPE
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 SHRINK=${SHRINK:-build/shrink}
 TEACHER=${1:-/tmp/models/cnn.onnx}
 STUDENT=${STUDENT:-cnn-small}
-DATA=${DATA:-fashion-mnist:train:10000}
+DATA=${DATA:-fashion-mnist:train:6000}
 TEST=${TEST:-fashion-mnist:test}
 EPOCHS=${EPOCHS:-3}
 T=${T:-4}
 ALPHA=${ALPHA:-0.9}
 LR=${LR:-0.002}
 SEEDS=${SEEDS:-"1 2 3"}
-THREADS=${THREADS:-2}
+THREADS=${THREADS:-1}
 OUT=${OUT:-/tmp/bench_distill}
 mkdir -p "$OUT"
+if [ "${QAT:-0}" = 1 ]; then
+    echo "load: $(uptime | sed 's/.*load average: //')"
+    for b in ${QAT_BITS:-4 2}; do
+        for init in max-abs mse; do
+            flag=(); [ "$init" = mse ] && flag=(--mse-init)
+            "$SHRINK" quantize "$TEACHER" -o "$OUT/qat_${b}_$init.onnx" --qat "${QAT_EPOCHS:-1}" --bits "$b" "${flag[@]}" \
+                --data "$DATA" --val "$TEST" --threads "$THREADS" --teacher --json >"$OUT/qat_${b}_$init.json"
+            j=$(cat "$OUT/qat_${b}_$init.json")
+            f=$(echo "$j" | sed -n 's/.*"accuracy_f32": \([0-9.]*\).*/\1/p')
+            p=$(echo "$j" | sed -n 's/.*"accuracy_ptq": \([0-9.]*\).*/\1/p')
+            q=$(echo "$j" | sed -n 's/.*"accuracy_qat": \([0-9.]*\).*/\1/p')
+            printf '%s-bit per-channel, %s scales: f32 %.2f %%, PTQ %.2f %%, QAT %.2f %% (%s epoch on %s, teacher)\n' \
+                "$b" "$init" "$(echo "$f*100" | bc -l)" "$(echo "$p*100" | bc -l)" "$(echo "$q*100" | bc -l)" \
+                "${QAT_EPOCHS:-1}" "$DATA"
+        done
+    done
+    echo "load: $(uptime | sed 's/.*load average: //')"
+    exit 0
+fi
 if [ "${LM:-0}" = 1 ]; then
     M=${SHARED:-../shared}/models/stories260K
     [ -f "$M/stories260K.bin" ] || M=/work/shared/models/stories260K
     TXT=$(dirname "$M")/../data/text/tinystories_sample.txt
-    NS=${NS:-60}; LM_EPOCHS=${LM_EPOCHS:-4}
+    NS=${NS:-200}; LM_EPOCHS=${LM_EPOCHS:-5}
     echo "load: $(uptime | sed 's/.*load average: //')"
     # 1. the teacher writes NS stories (saved as text; this run's student is discarded)
     "$SHRINK" distill --teacher "$M/stories260K.bin" --student llama-2l --tokenizer "$M/tok512.bin" --samples "$NS" \
