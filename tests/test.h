@@ -26,6 +26,13 @@ const char *sh_test_shared(void);
 const char *sh_test_tmpdir(void);
 /* Nonzero when SHRINK_TEST_QUICK is set (sanitizer runs): skip long tests. */
 int sh_test_quick(void);
+/* n synthetic 28x28 one-channel images of 10 classes (class k has a bright
+ * 7x7 block at block position k, plus noise); free with sh_dataset_free. */
+sh_dataset *sh_test_synth_images(int n, uint64_t seed);
+/* Read golden values `name` from a "name count v1 v2 ..." file (tests/gen
+ * scripts): up to max into v; returns the count (0 and a test failure when
+ * the file or the name is missing). */
+int sh_test_golden(const char *path, const char *name, double *v, int max);
 extern int sh_test_failures;
 
 #define TEST(name)                                                                      \

@@ -20,29 +20,6 @@ static void need_ops(const char *const *ops, int n)
 }
 static const char *const mlp_ops[] = {"Flatten", "Gemm", "Relu"};
 
-static sh_dataset *synth(int n, uint64_t seed)
-{
-    sh_dataset *d = calloc(1, sizeof *d);
-    d->kind = 1;
-    d->n = n;
-    d->c = 1, d->h = 28, d->w = 28;
-    d->n_classes = 10;
-    d->x = malloc(sizeof(float) * 784 * (size_t)n);
-    d->y = malloc(sizeof(int32_t) * (size_t)n);
-    uint64_t s = seed;
-    for (int i = 0; i < n; i++) {
-        int k = i % 10;
-        d->y[i] = k;
-        for (int p = 0; p < 784; p++) {
-            s = s * 6364136223846793005ull + 1442695040888963407ull;
-            float noise = (float)((s >> 40) & 0xFFFF) / 65536.0f * 0.3f;
-            int r = p / 28, c = p % 28;
-            d->x[i * 784 + p] = noise + ((r / 7) * 4 + c / 7 == k ? 0.7f : 0.0f);
-        }
-    }
-    d->desc = strdup("synthetic");
-    return d;
-}
 
 static sh_graph *model(const char *kind, uint64_t seed)
 {
@@ -100,7 +77,7 @@ TEST(distill_loss_formula_and_finite_difference)
 TEST(distill_alpha0_is_plain_training)
 {
     need_ops(mlp_ops, 3);
-    sh_dataset *d = synth(320, 3);
+    sh_dataset *d = sh_test_synth_images(320, 3);
     sh_graph *a = model("mlp-small", 5), *b = model("mlp-small", 5), *teacher = model("mlp", 9);
     sh_distill_opts o;
     sh_distill_opts_default(&o);
@@ -157,7 +134,7 @@ static sh_graph *linear_model(int k)
 TEST(distill_errors)
 {
     need_ops(mlp_ops, 3);
-    sh_dataset *d = synth(64, 1);
+    sh_dataset *d = sh_test_synth_images(64, 1);
     sh_graph *student = model("mlp", 1), *teacher = linear_model(12);
     sh_distill_opts o;
     sh_distill_opts_default(&o);
@@ -293,7 +270,7 @@ TEST(distill_feature_term_pulls_student_features)
 {
     /* same widths (no projection): the feature term must bring the student's
      * hidden layer close to the teacher's; plain training does not */
-    sh_dataset *d = synth(320, 4);
+    sh_dataset *d = sh_test_synth_images(320, 4);
     sh_graph *t = model("mlp-small", 1), *s = model("mlp-small", 2), *p = model("mlp-small", 2);
     sh_distill_opts o;
     sh_distill_opts_default(&o);
@@ -325,7 +302,7 @@ TEST(distill_feature_projection_when_widths_differ)
 {
     /* teacher cnn layer4 [B,128,7,7], student cnn-small layer3 [B,64,7,7]:
      * a 1x1 conv projection trains with the student and is dropped */
-    sh_dataset *d = synth(64, 6);
+    sh_dataset *d = sh_test_synth_images(64, 6);
     sh_graph *t = model("cnn", 1), *s = model("cnn-small", 2), *s0 = model("cnn-small", 2);
     int nv = s->n_values, nn = s->n_nodes;
     sh_distill_opts o;
@@ -356,7 +333,7 @@ TEST(distill_feature_projection_when_widths_differ)
 TEST(distill_teacher_cache_matches_teacher_runs)
 {
     /* logits of the training set computed once == the teacher run per batch */
-    sh_dataset *d = synth(320, 8);
+    sh_dataset *d = sh_test_synth_images(320, 8);
     sh_graph *t = model("lenet5", 3), *a = model("mlp-small", 4), *b = model("mlp-small", 4);
     sh_distill_opts o;
     sh_distill_opts_default(&o);

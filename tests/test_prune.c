@@ -4,33 +4,10 @@
 #include <string.h>
 
 #include "test.h"
+
+#define golden_(name, v, max) sh_test_golden("tests/data/prune/golden.txt", name, v, max)
 #include "compress/compress.h"
 
-static int golden(const char *name, double *v, int max)
-{
-    FILE *f = fopen("tests/data/prune/golden.txt", "r");
-    if (!f) {
-        sh_test_fail(__FILE__, __LINE__, "cannot open tests/data/prune/golden.txt (run from the repo root)");
-        return 0;
-    }
-    char key[64];
-    int n, found = 0;
-    while (fscanf(f, "%63s %d", key, &n) == 2) {
-        int want = strcmp(key, name) == 0;
-        for (int i = 0; i < n; i++) {
-            double x;
-            if (fscanf(f, "%lf", &x) != 1) break;
-            if (want && i < max) v[i] = x;
-        }
-        if (want) {
-            found = n;
-            break;
-        }
-    }
-    fclose(f);
-    if (!found) sh_test_fail(__FILE__, __LINE__, "golden value '%s' missing", name);
-    return found;
-}
 
 static void add_w(sh_graph *g, const char *name, int nd, const int64_t *s, const double *v)
 {
@@ -88,8 +65,8 @@ static void masks_of(const sh_graph *g, double *m)
 static void check_case(const char *wname, const char *mname, int global, double ratio)
 {
     static double w[1388], want[1388], got[1388];
-    CHECK(golden(wname, w, 1388) == 1388);
-    CHECK(golden(mname, want, 1388) == 1388);
+    CHECK(golden_(wname, w, 1388) == 1388);
+    CHECK(golden_(mname, want, 1388) == 1388);
     sh_graph *g = golden_net(w);
     sh_prune_opts o;
     sh_prune_opts_default(&o);
@@ -316,14 +293,14 @@ TEST(prune_blocks_l2)
 TEST(prune_taylor_scores_match_torch)
 {
     double x[96], y[8], w1[96], b1[8], w2[24], b2[3], s1[96], s2[24];
-    golden("ty_x", x, 96);
-    golden("ty_y", y, 8);
-    golden("ty_fc1_w", w1, 96);
-    golden("ty_fc1_b", b1, 8);
-    golden("ty_fc2_w", w2, 24);
-    golden("ty_fc2_b", b2, 3);
-    golden("ty_s1", s1, 96);
-    golden("ty_s2", s2, 24);
+    golden_("ty_x", x, 96);
+    golden_("ty_y", y, 8);
+    golden_("ty_fc1_w", w1, 96);
+    golden_("ty_fc1_b", b1, 8);
+    golden_("ty_fc2_w", w2, 24);
+    golden_("ty_fc2_b", b2, 3);
+    golden_("ty_s1", s1, 96);
+    golden_("ty_s2", s2, 24);
     sh_error err = {0};
     sh_graph *g = sh_graph_new("t");
     int64_t in[4] = {-1, 1, 3, 4}, a1[2] = {8, 12}, c1[1] = {8}, a2[2] = {3, 8}, c2[1] = {3};
@@ -395,10 +372,10 @@ TEST(prune_channels_match_torch_ln_structured)
     static double w[1388];
     double keep[6];
     for (int i = 0; i < 1388; i++) w[i] = 0.01 * ((i * 37) % 11 - 5);
-    CHECK(golden("ln_w", w, 108) == 108);
+    CHECK(golden_("ln_w", w, 108) == 108);
     const char *tags[2] = {"ln_l1", "ln_l2"};
     for (int t = 0; t < 2; t++) {
-        CHECK(golden(tags[t], keep, 6) == 6);
+        CHECK(golden_(tags[t], keep, 6) == 6);
         sh_graph *g = golden_net(w);
         sh_prune_opts o;
         sh_prune_opts_default(&o);

@@ -7,37 +7,14 @@
 #include <string.h>
 
 #include "test.h"
+
+#define golden_(name, v, max) sh_test_golden("tests/data/llm_prune/golden.txt", name, v, max)
 #include "compress/compress.h"
 
 #define ROWS 4
 #define COLS 136
 #define NX 48
 
-static int golden(const char *name, double *v, int max)
-{
-    FILE *f = fopen("tests/data/llm_prune/golden.txt", "r");
-    if (!f) {
-        sh_test_fail(__FILE__, __LINE__, "cannot open tests/data/llm_prune/golden.txt (run from the repo root)");
-        return 0;
-    }
-    char key[64];
-    int n, found = 0;
-    while (fscanf(f, "%63s %d", key, &n) == 2) {
-        int want = strcmp(key, name) == 0;
-        for (int i = 0; i < n; i++) {
-            double x;
-            if (fscanf(f, "%lf", &x) != 1) break;
-            if (want && i < max) v[i] = x;
-        }
-        if (want) {
-            found = n;
-            break;
-        }
-    }
-    fclose(f);
-    if (!found) sh_test_fail(__FILE__, __LINE__, "golden value '%s' missing", name);
-    return found;
-}
 
 /* x [-1, COLS] -> Gemm(W [ROWS, COLS], transB=1) -> y */
 static sh_graph *layer_graph(const double *w)
@@ -66,8 +43,8 @@ typedef struct fixture {
 
 static void fixture_init(fixture *f)
 {
-    CHECK(golden("w", f->w, ROWS * COLS) == ROWS * COLS);
-    CHECK(golden("x", f->x, NX * COLS) == NX * COLS);
+    CHECK(golden_("w", f->w, ROWS * COLS) == ROWS * COLS);
+    CHECK(golden_("x", f->x, NX * COLS) == NX * COLS);
     for (int i = 0; i < NX * COLS; i++) f->xf[i] = (float)f->x[i];
     memset(&f->d, 0, sizeof f->d);
     f->d.kind = 1, f->d.n = NX, f->d.c = 1, f->d.h = 1, f->d.w = COLS, f->d.x = f->xf, f->d.n_classes = 1;
@@ -118,7 +95,7 @@ TEST(llm_prune_wanda_sparsegpt_match_reference)
             char name[32];
             snprintf(name, sizeof name, "%s_%s", meth ? "sgpt" : "wanda", tags[t]);
             double want[ROWS * COLS];
-            CHECK(golden(name, want, ROWS * COLS) == ROWS * COLS);
+            CHECK(golden_(name, want, ROWS * COLS) == ROWS * COLS);
             sh_graph *p = run(&f, meth ? SH_PRUNE_SPARSEGPT : SH_PRUNE_WANDA, ratio[t], nn[t], mm[t]);
             if (!p) continue;
             const float *w = weight(p);
@@ -148,7 +125,7 @@ TEST(llm_prune_sparsegpt_reconstructs_best)
     if (!pm || !pw || !ps) return;
     double em = recon(&f, weight(pm)), ew = recon(&f, weight(pw)), es = recon(&f, weight(ps));
     double want[3];
-    CHECK(golden("recon_u50", want, 3) == 3);
+    CHECK(golden_("recon_u50", want, 3) == 3);
     CHECK_NEAR(ew / want[1], 1.0, 1e-3);
     CHECK_NEAR(es / want[2], 1.0, 1e-3);
     /* correlated inputs: reconstruction beats selection alone by a wide margin */

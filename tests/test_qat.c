@@ -257,29 +257,6 @@ TEST(fakequant_bad_input)
     sh_tensor_free(x), sh_tensor_free(s), sh_tensor_free(s3t), sh_tensor_free(sn);
 }
 
-static sh_dataset *synth(int n, uint64_t seed)
-{
-    sh_dataset *d = calloc(1, sizeof *d);
-    d->kind = 1;
-    d->n = n;
-    d->c = 1, d->h = 28, d->w = 28;
-    d->n_classes = 10;
-    d->x = malloc(sizeof(float) * 784 * (size_t)n);
-    d->y = malloc(sizeof(int32_t) * (size_t)n);
-    uint64_t s = seed;
-    for (int i = 0; i < n; i++) {
-        int k = i % 10;
-        d->y[i] = k;
-        for (int p = 0; p < 784; p++) {
-            s = s * 6364136223846793005ull + 1442695040888963407ull;
-            float noise = (float)((s >> 40) & 0xFFFF) / 65536.0f * 0.3f;
-            int r = p / 28, c = p % 28;
-            d->x[i * 784 + p] = noise + ((r / 7) * 4 + c / 7 == k ? 0.7f : 0.0f);
-        }
-    }
-    d->desc = strdup("synthetic");
-    return d;
-}
 
 static void run1(sh_graph *g, const sh_dataset *d, int64_t n, float *out)
 {
@@ -344,7 +321,7 @@ TEST(qat_prepare_train_convert_cnn_small)
             for (int64_t j = 0; j < per; j++) w[j] = nearbyintf(w[j] / (mx / 7)) * (mx / 7);
         }
     }
-    sh_dataset *d = synth(64, 5);
+    sh_dataset *d = sh_test_synth_images(64, 5);
     float a[640], b[640];
     run1(ptq, d, 64, a);
     run1(q, d, 64, b);
@@ -412,7 +389,7 @@ TEST(qat_activation_fakequant_ranges)
     sh_error err = {0};
     sh_graph *g = NULL, *q = NULL;
     CHECK_OK(sh_model_build("mlp-small", 1, &g, &err), &err);
-    sh_dataset *d = synth(64, 9);
+    sh_dataset *d = sh_test_synth_images(64, 9);
     sh_qat_opts o;
     sh_qat_opts_default(&o);
     o.bits = 8;

@@ -284,30 +284,6 @@ TEST(train_models_llama_tiny)
 
 /* ---- training ------------------------------------------------------------ */
 
-/* A synthetic image set: class k images have a bright kxk-ish blob. */
-static sh_dataset *synth(int n, uint64_t seed)
-{
-    sh_dataset *d = calloc(1, sizeof *d);
-    d->kind = 1;
-    d->n = n;
-    d->c = 1, d->h = 28, d->w = 28;
-    d->n_classes = 10;
-    d->x = malloc(sizeof(float) * 784 * (size_t)n);
-    d->y = malloc(sizeof(int32_t) * (size_t)n);
-    uint64_t s = seed;
-    for (int i = 0; i < n; i++) {
-        int k = i % 10;
-        d->y[i] = k;
-        for (int p = 0; p < 784; p++) {
-            s = s * 6364136223846793005ull + 1442695040888963407ull;
-            float noise = (float)((s >> 40) & 0xFFFF) / 65536.0f * 0.3f;
-            int r = p / 28, c = p % 28;
-            d->x[i * 784 + p] = noise + ((r / 7) * 4 + c / 7 == k ? 0.7f : 0.0f);
-        }
-    }
-    d->desc = strdup("synthetic");
-    return d;
-}
 
 /* "bn-tiny": conv 3x3/2 (1->4) - BN - ReLU - maxpool 2 - flatten - fc 196->10,
  * a cheap model with BatchNormalization running statistics. */
@@ -377,7 +353,7 @@ static double weight_diff(const sh_graph *a, const sh_graph *b)
 TEST(train_deterministic_and_learns)
 {
     need_ops(mlp_ops, 3);
-    sh_dataset *d = synth(320, 1);
+    sh_dataset *d = sh_test_synth_images(320, 1);
     sh_graph *a = model("mlp"), *b = model("mlp");
     sh_train_opts o;
     sh_train_opts_default(&o);
@@ -408,7 +384,7 @@ TEST(train_deterministic_and_learns)
 TEST(train_accumulation_matches_big_batch)
 {
     need_ops(mlp_ops, 3);
-    sh_dataset *d = synth(256, 3);
+    sh_dataset *d = sh_test_synth_images(256, 3);
     const char *opts[2] = {"sgd", "adamw"};
     for (int k = 0; k < 2; k++) {
         sh_graph *a = model("mlp"), *b = model("mlp");
@@ -443,7 +419,7 @@ TEST(train_accumulation_matches_big_batch)
 
 static void resume_case(const char *kind, int n)
 {
-    sh_dataset *d = synth(n, 5);
+    sh_dataset *d = sh_test_synth_images(n, 5);
     sh_graph *a = model(kind), *b = model(kind);
     sh_train_opts o;
     sh_train_opts_default(&o);
@@ -513,7 +489,7 @@ TEST(train_checkpoint_resume_exact_bn)
     resume_case("bn-tiny", 256);
     /* the BN running statistics were trained and restored too */
     sh_graph *g = bn_tiny();
-    sh_dataset *d = synth(64, 9);
+    sh_dataset *d = sh_test_synth_images(64, 9);
     sh_train_opts o;
     sh_train_opts_default(&o);
     o.batch = 32;
@@ -528,7 +504,7 @@ TEST(train_checkpoint_resume_exact_bn)
 TEST(train_errors)
 {
     need_ops(mlp_ops, 3);
-    sh_dataset *d = synth(20, 1);
+    sh_dataset *d = sh_test_synth_images(20, 1);
     sh_graph *g = model("mlp");
     sh_train_opts o;
     sh_train_opts_default(&o);
