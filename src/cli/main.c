@@ -13,12 +13,14 @@ static const struct {
     {"train", cmd_train, "train a built-in model or a model file on a dataset"},
     {"eval", cmd_eval, "accuracy or perplexity, size, latency and throughput"},
     {"generate", cmd_generate, "generate text with a Llama-style model"},
-    {"convert", cmd_convert, "convert between ONNX and llama2.c formats"},
+    {"convert", cmd_convert, "convert between ONNX and llama2.c; int8 to / from QDQ ONNX"},
     {"run", cmd_run, "run a model on TensorProto inputs, write outputs"},
-    {"prune", cmd_prune, "prune weights (unstructured, N:M) or remove channels"},
-    {"distill", cmd_distill, "train a small student on a teacher's soft targets"},
-    {"sensitivity", cmd_sensitivity, "per-layer sensitivity to quantization or pruning (KL, accuracy)"},
-    {"quantize", cmd_quantize, "weight-only quantization (8/4/3/2-bit) of linear layers"},
+    {"prune", cmd_prune, "prune (magnitude, Taylor, Wanda, SparseGPT, N:M, channels, heads,\n"
+     "              layers), fine-tune with schedules, pack sparse"},
+    {"distill", cmd_distill, "train a student on a teacher (soft targets, features, attention)"},
+    {"sensitivity", cmd_sensitivity, "per-layer accuracy / KL drop under quantization or pruning"},
+    {"quantize", cmd_quantize, "static / dynamic int8, or 8/4/3/2-bit weights (GPTQ, AWQ),\n"
+     "              mixed precision, QAT"},
 };
 
 static void usage(FILE *f)
@@ -27,7 +29,7 @@ static void usage(FILE *f)
                "Usage: shrink COMMAND [options]   (shrink COMMAND --help for details)\n\nCommands:\n",
             SHRINK_VERSION);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+        fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "\n" CLI_EXIT_CODES);
 }
 

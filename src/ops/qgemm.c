@@ -70,7 +70,10 @@ int sh_qgemm(const void *A, int a_signed, int64_t M, int64_t lda, const sh_qgemm
         return sh_err(err, SH_EINVAL, "qgemm: output scale %g must be > 0", (double)epi->y_scale);
     if (M == 0) return SH_OK;
     int64_t N = B->N;
-    float *scale = malloc((size_t)N * sizeof(float));
+    /* the column scales: on the stack for the usual sizes, so that a small
+     * call does not allocate */
+    float sbuf[512];
+    float *scale = N <= 512 ? sbuf : malloc((size_t)N * sizeof(float));
     if (!scale) return sh_err(err, SH_ENOMEM, "qgemm: out of memory");
     for (int64_t n = 0; n < N; n++) scale[n] = epi->a_scale * (epi->b_scale ? epi->b_scale[n] : 1.0f);
     sh_qepi_k e = {epi->out, epi->a_zero + (a_signed ? 128 : 0), B->colsum, scale, epi->bias, epi->relu,
@@ -81,15 +84,33 @@ int sh_qgemm(const void *A, int a_signed, int64_t M, int64_t lda, const sh_qgemm
     int64_t mb = 256, nbk = nr * 8;
     int64_t tm = (M + mb - 1) / mb, tn = (N + nbk - 1) / nbk;
     int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
+    /* small products (batch-1 layers, up to ~8M multiply-adds, ~40 us on
+     * one core) run inline on the calling thread: an OpenMP region saves
+     * little there and gives latency spikes of milliseconds when the other
+     * core is busy */
+    int par = nt > 1 && (double)M * (double)N * (double)B->K >= 8388608.0;
     if (level == SH_CPU_REF) {
         int64_t rows = 16, tr = (M + rows - 1) / rows;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (tr > 1)
-        for (int64_t t = 0; t < tr; t++) {
-            int64_t m0 = t * rows, m1 = m0 + rows < M ? m0 + rows : M;
-            sh_qgemm_ref_run(A, a_signed, lda, m0, m1, B, epi->a_zero, &e, C, ldc);
+        if (!par || tr < 2) {
+            for (int64_t m0 = 0; m0 < M; m0 += rows)
+                sh_qgemm_ref_run(A, a_signed, lda, m0, m0 + rows < M ? m0 + rows : M, B, epi->a_zero, &e, C, ldc);
+        } else {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+            for (int64_t t = 0; t < tr; t++) {
+                int64_t m0 = t * rows, m1 = m0 + rows < M ? m0 + rows : M;
+                sh_qgemm_ref_run(A, a_signed, lda, m0, m1, B, epi->a_zero, &e, C, ldc);
+            }
+        }
+    } else if (!par || tm * tn < 2) {
+        for (int64_t m0 = 0; m0 < M; m0 += mb) {
+            int64_t m1 = m0 + mb < M ? m0 + mb : M;
+            if (level == SH_CPU_LEVEL_AVX512)
+                sh_qgemm_avx512_run(A, a_signed, lda, m0, m1, 0, N, B, epi->a_zero, &e, C, ldc);
+            else
+                sh_qgemm_avx2_run(A, a_signed, lda, m0, m1, 0, N, B, epi->a_zero, &e, C, ldc);
         }
     } else {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (tm * tn > 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
         for (int64_t t = 0; t < tm * tn; t++) {
             int64_t i = t / tn, j = t % tn;
             int64_t m0 = i * mb, m1 = m0 + mb < M ? m0 + mb : M;
@@ -101,7 +122,7 @@ int sh_qgemm(const void *A, int a_signed, int64_t M, int64_t lda, const sh_qgemm
                 sh_qgemm_avx2_run(a, a_signed, lda, m0, m1, n0, n1, B, epi->a_zero, &e, C, ldc);
         }
     }
-    free(scale);
+    if (scale != sbuf) free(scale);
     return SH_OK;
 }
 

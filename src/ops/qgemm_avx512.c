@@ -109,17 +109,53 @@ void sh_qgemm_avx512_run(const uint8_t *A, int a_signed, int64_t lda, int64_t m0
                          const sh_qgemm_b *B, int32_t a_zero, const sh_qepi_k *e, void *C, int64_t ldc)
 {
     int64_t Kp = B->Kp, K = B->K, kg = Kp / 4, rows = m1 - m0, mt = (rows + MR - 1) / MR;
-    uint8_t *pa = aligned_alloc(64, (size_t)rup(mt * MR * Kp, 64));
+    /* small calls (batch-1 classifiers) use stack buffers: no allocation */
+    uint8_t pa_s[8192] __attribute__((aligned(64)));
+    int32_t acc_s[4 * MR * NP * 16] __attribute__((aligned(64)));
+    size_t pa_n = (size_t)rup(mt * MR * Kp, 64);
+    uint8_t *pa = pa_n <= sizeof pa_s ? pa_s : aligned_alloc(64, pa_n);
     if (!pa) return; /* the driver cannot fail here; 256 x K bytes */
     /* pack A: tile t, group g, row i, 4 bytes */
     uint8_t x = a_signed ? 0x80 : 0;
+    /* full tiles, 16 groups (64 bytes of K) at a time: the MR rows' 16
+     * dwords are interleaved into MR zmm of the packed stream (stream dword
+     * s = g * MR + i) with masked permutes; the rest below one word at a time */
+    int64_t kv = K / 64 * 64, mfull = rows / MR;
+    if (kv) {
+        __m512i idx[MR];
+        __mmask16 msk[MR][MR];
+        for (int o = 0; o < MR; o++) {
+            int32_t li[16];
+            for (int i = 0; i < MR; i++) msk[o][i] = 0;
+            for (int l = 0; l < 16; l++) {
+                int sidx = 16 * o + l;
+                li[l] = sidx / MR;
+                msk[o][sidx % MR] |= (__mmask16)(1u << l);
+            }
+            idx[o] = _mm512_loadu_si512(li);
+        }
+        __m512i vx = _mm512_set1_epi8((char)x);
+        for (int64_t t = 0; t < mfull; t++) {
+            const uint8_t *src = A + (m0 + t * MR) * lda;
+            uint8_t *dst = pa + t * MR * Kp;
+            for (int64_t k = 0; k < kv; k += 64) {
+                __m512i r[MR], o[MR];
+                for (int i = 0; i < MR; i++) r[i] = _mm512_xor_si512(_mm512_loadu_si512(src + i * lda + k), vx);
+                for (int q = 0; q < MR; q++) {
+                    o[q] = _mm512_setzero_si512();
+                    for (int i = 0; i < MR; i++) o[q] = _mm512_mask_permutexvar_epi32(o[q], msk[q][i], idx[q], r[i]);
+                    _mm512_storeu_si512(dst + (k / 4) * MR * 4 + 64 * q, o[q]);
+                }
+            }
+        }
+    }
     for (int64_t t = 0; t < mt; t++)
         for (int i = 0; i < MR; i++) {
             int64_t m = m0 + t * MR + i;
             uint8_t *dst = pa + t * MR * Kp + i * 4;
             if (m < m1) {
                 const uint8_t *src = A + m * lda;
-                int64_t k = 0;
+                int64_t k = t < mfull ? kv : 0;
                 for (; k + 4 <= K; k += 4) {
                     uint32_t v;
                     memcpy(&v, src + k, 4);
@@ -136,8 +172,11 @@ void sh_qgemm_avx512_run(const uint8_t *A, int a_signed, int64_t lda, int64_t m0
      * (the microkernel itself starts from zero: GCC keeps its accumulators
      * in registers that way) */
     int64_t ts = MR * NP * 16;
-    int32_t *acc = aligned_alloc(64, (size_t)(mt * ts) * sizeof(int32_t));
-    if (!acc) { free(pa); return; }
+    int32_t *acc = mt <= 4 ? acc_s : aligned_alloc(64, (size_t)(mt * ts) * sizeof(int32_t));
+    if (!acc) {
+        if (pa != pa_s) free(pa);
+        return;
+    }
     int32_t tile[MR * NP * 16] __attribute__((aligned(64)));
     int64_t pstride = kg * 64, kcg = KC / 4;
     const int8_t *bd = B->data;
@@ -180,8 +219,8 @@ void sh_qgemm_avx512_run(const uint8_t *A, int a_signed, int64_t lda, int64_t m0
                 sh_qepi_apply(e, acc + t * ts, NP * 16, mr, nr, m0 + t * MR, n, C, ldc, 1);
         }
     }
-    free(acc);
-    free(pa);
+    if (acc != acc_s) free(acc);
+    if (pa != pa_s) free(pa);
 }
 
 /* ---- low-bit weight rows x q8_0 activations ---------------------------- */

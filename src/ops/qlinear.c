@@ -157,27 +157,23 @@ sh_qstate *sh_qstate_get(sh_kctx *k)
 
 uint32_t sh_qchecksum(const void *data, size_t bytes)
 {
-    /* every word of small weights, 512 words spread over large ones */
+    /* every word of small weights (<= 256 words), 128 words spread over
+     * large ones; four independent hash lanes so the multiplies overlap (it
+     * runs at every call of a node, batch 1 included) */
     const uint8_t *b = data;
-    uint32_t s = (uint32_t)bytes;
-    size_t nw = bytes / 4;
-    if (nw <= 4096) {
-        for (size_t i = 0; i < nw; i++) {
-            uint32_t u;
-            memcpy(&u, b + 4 * i, 4);
-            s = (s ^ u) * 0x9E3779B1u;
-            s ^= s >> 16;
-        }
-    } else
-        for (size_t k = 0; k < 512; k++) {
-            size_t i = k * (nw / 512) + (k * 7919) % (nw / 512);
-            uint32_t u;
-            memcpy(&u, b + 4 * i, 4);
-            s = (s ^ u) * 0x9E3779B1u;
-            s ^= s >> 16;
-        }
-    for (size_t i = nw * 4; i < bytes; i++) s = (s ^ b[i]) * 0x9E3779B1u;
-    return s ^ (s >> 16);
+    uint32_t s[4] = {(uint32_t)bytes, 0x85EBCA6Bu, 0xC2B2AE35u, 0x27D4EB2Fu};
+    size_t nw = bytes / 4, cnt = nw <= 256 ? nw : 128, step = nw <= 256 ? 1 : nw / 128;
+    for (size_t k = 0; k < cnt; k++) {
+        size_t i = nw <= 256 ? k : k * step + (k * 7919) % step;
+        uint32_t u;
+        memcpy(&u, b + 4 * i, 4);
+        uint32_t *h = &s[k & 3];
+        *h = (*h ^ u) * 0x9E3779B1u;
+        *h ^= *h >> 16;
+    }
+    uint32_t r = s[0] ^ (s[1] * 3u) ^ (s[2] * 5u) ^ (s[3] * 7u);
+    for (size_t i = nw * 4; i < bytes; i++) r = (r ^ b[i]) * 0x9E3779B1u;
+    return r ^ (r >> 16);
 }
 
 int sh_qstate_match(const sh_qstate *st, const void *w, int64_t wn, const void *zp, int64_t rows, int64_t cols,
@@ -194,8 +190,11 @@ void sh_qstate_reset(sh_qstate *st)
         for (int g = 0; g < st->groups; g++) sh_qgemm_b_free(st->pb[g]);
     free(st->pb);
     free(st->wi);
+    free(st->dw);
     st->pb = NULL;
     st->wi = NULL;
+    st->dw = NULL;
+    st->dkd = 0;
     st->wsrc = st->zsrc = NULL;
     st->fast = 0;
     st->groups = 0;
@@ -211,12 +210,22 @@ void *sh_qstate_ws(sh_qstate *st, size_t bytes)
     return st->ws;
 }
 
+void *sh_qstate_mb(sh_qstate *st, size_t bytes)
+{
+    if (bytes <= st->mb_bytes && st->mb) return st->mb;
+    free(st->mb);
+    st->mb = malloc(bytes ? bytes : 1);
+    st->mb_bytes = st->mb ? bytes : 0;
+    return st->mb;
+}
+
 void sh_qlinear_state_free(void *p)
 {
     sh_qstate *st = p;
     if (!st) return;
     sh_qstate_reset(st);
     free(st->ws);
+    free(st->mb);
     free(st);
 }
 
@@ -278,6 +287,42 @@ static int quant_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor
     int64_t n = sh_tensor_numel(x), outer = n / (nch * inner);
     float lo = p.zfmt == SH_U8 ? 0.0f : -128.0f, hi = p.zfmt == SH_U8 ? 255.0f : 127.0f;
     int nt = n > (1 << 16) ? k->nthreads : 1;
+#ifdef __SSE2__
+    if (x->fmt == SH_F32 && nch == 1 && nt <= 1) {
+        /* f32 per tensor (a model's input), 4 at a time: the same float ops
+         * as below (x / s, clamp to +-2^22, round half to even by
+         * cvtps2dq in the default rounding mode, + z, clamp), NaN -> z */
+        const float *xf = x->data;
+        float s = sh_qparam_scale(&p, 0), z = (float)sh_qparam_zero(&p, 0);
+        __m128 vs = _mm_set1_ps(s), vz = _mm_set1_ps(z), vlo = _mm_set1_ps(lo), vhi = _mm_set1_ps(hi);
+        __m128 big = _mm_set1_ps(4194304.0f), nbig = _mm_set1_ps(-4194304.0f);
+        uint8_t *o = out[0]->data;
+        int64_t i = 0;
+        for (; i + 4 <= n; i += 4) {
+            __m128 v = _mm_div_ps(_mm_loadu_ps(xf + i), vs);
+            __m128 nan = _mm_cmpunord_ps(v, v);
+            v = _mm_min_ps(_mm_max_ps(v, nbig), big);
+            __m128 q = _mm_add_ps(_mm_cvtepi32_ps(_mm_cvtps_epi32(v)), vz);
+            q = _mm_min_ps(_mm_max_ps(q, vlo), vhi);
+            q = _mm_or_ps(_mm_and_ps(nan, vz), _mm_andnot_ps(nan, q));
+            __m128i qi = _mm_cvtps_epi32(q);
+            int32_t t[4];
+            _mm_storeu_si128((__m128i *)t, qi);
+            for (int j = 0; j < 4; j++) {
+                if (p.zfmt == SH_U8) o[i + j] = (uint8_t)t[j];
+                else ((int8_t *)o)[i + j] = (int8_t)t[j];
+            }
+        }
+        for (; i < n; i++) {
+            float q = sh_qround(xf[i] / s) + z;
+            q = q < lo ? lo : q > hi ? hi : q;
+            if (q != q) q = z;
+            if (p.zfmt == SH_U8) o[i] = (uint8_t)(int32_t)q;
+            else ((int8_t *)o)[i] = (int8_t)(int32_t)q;
+        }
+        return SH_OK;
+    }
+#endif
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t oc = 0; oc < outer * nch; oc++) {
         int64_t c = oc % nch;
@@ -564,8 +609,19 @@ static int qgap_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor 
     float m = sh_qparam_scale(&px, 0) / (sh_qparam_scale(&py, 0) * (float)hw), zy = (float)sh_qparam_zero(&py, 0);
     float lo = x->fmt == SH_U8 ? 0.0f : -128.0f, hi = x->fmt == SH_U8 ? 255.0f : 127.0f;
     for (int64_t p = 0; p < planes; p++) {
-        int64_t s = 0;
-        for (int64_t i = 0; i < hw; i++) s += sh_qget(x->data, x->fmt, p * hw + i);
+        int64_t s = 0, i = 0;
+#ifdef __SSE2__
+        if (x->fmt == SH_U8) {
+            /* u8: sums of 16 bytes at a time (psadbw against zero) */
+            const uint8_t *xp = (const uint8_t *)x->data + p * hw;
+            __m128i z = _mm_setzero_si128(), v = z;
+            for (; i + 16 <= hw; i += 16) v = _mm_add_epi64(v, _mm_sad_epu8(_mm_loadu_si128((const __m128i *)(xp + i)), z));
+            int64_t two[2];
+            _mm_storeu_si128((__m128i *)two, v);
+            s = two[0] + two[1];
+        }
+#endif
+        for (; i < hw; i++) s += sh_qget(x->data, x->fmt, p * hw + i);
         float q = sh_qround((float)(s - (int64_t)zx * hw) * m) + zy;
         q = q < lo ? lo : q > hi ? hi : q;
         if (x->fmt == SH_U8) ((uint8_t *)out[0]->data)[p] = (uint8_t)(int32_t)q;

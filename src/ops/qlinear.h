@@ -116,9 +116,18 @@ typedef struct sh_qstate {
     int32_t *wi;
     int fast;
     sh_qgemm_b **pb;
+    /* direct kernel of a convolution with a tiny K (qlinear_conv.c): per
+     * output channel dkd dwords of s8 weights (K padded with zeros) and then
+     * the sum of its weights; NULL when not used */
+    int32_t *dw;
+    int dkd;
     /* workspace */
     void *ws;
     size_t ws_bytes;
+    /* per-call multipliers / bias (sh_qstate_mb): kept between calls so that
+     * a call does not allocate */
+    void *mb;
+    size_t mb_bytes;
 } sh_qstate;
 
 /* The state slot of k (created empty on first use); NULL when out of memory. */
@@ -132,6 +141,8 @@ void sh_qstate_reset(sh_qstate *st);
 /* Workspace of at least `bytes` (64-byte aligned), NULL when out of memory. */
 void *sh_qstate_ws(sh_qstate *st, size_t bytes);
 void sh_qlinear_state_free(void *st);
+/* Small per-call buffer of at least `bytes` kept in st, NULL when out of memory. */
+void *sh_qstate_mb(sh_qstate *st, size_t bytes);
 /* DynamicQuantizeLinear's parameters of x[n]. */
 void sh_qdynamic_params(const float *x, int64_t n, float *scale, int32_t *zero);
 

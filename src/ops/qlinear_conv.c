@@ -139,6 +139,27 @@ static int convinteger_infer(sh_kctx *k, const sh_tensor *const *in, int n_in, s
 
 /* ---- weight preparation --------------------------------------------------- */
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#define QC_TINYK 1
+#include <immintrin.h>
+#endif
+
+/* The direct kernel for a tiny K (qconv_tinyk): a 2-D QLinearConv with one
+ * group and Cin*kh*kw <= 32 (the first layer of an image model: 1x3x3) on an
+ * AVX-512 VNNI CPU at the avx512 level. */
+static int tinyk_ok(const qconv *g, int level)
+{
+#ifdef QC_TINYK
+    int lvl = level < 0 ? sh_cpu_level() : level;
+    int f = SH_CPU_AVX512F | SH_CPU_AVX512BW | SH_CPU_AVX512VNNI;
+    return g->qlinear && g->yf != SH_I32 && g->G == 1 && g->w.nsp == 2 && g->Kc <= 32 && lvl == SH_CPU_LEVEL_AVX512 &&
+           (sh_cpu_features() & f) == f;
+#else
+    (void)g, (void)level;
+    return 0;
+#endif
+}
+
 static int depthwise(const qconv *g) { return g->Cg == 1 && g->G > 1; }
 
 static sh_qstate *qconv_weights(sh_kctx *k, const qconv *g, int level)
@@ -181,6 +202,24 @@ static sh_qstate *qconv_weights(sh_kctx *k, const qconv *g, int level)
             return NULL;
         }
         st->fast = 1;
+    }
+    if (fits && tinyk_ok(g, level)) {
+        int kd = (int)((g->Kc + 3) / 4);
+        st->dw = calloc((size_t)(g->M * (kd + 1)), sizeof(int32_t));
+        if (!st->dw) {
+            sh_qstate_reset(st);
+            return NULL;
+        }
+        for (int64_t m = 0; m < g->M; m++) {
+            int8_t *d = (int8_t *)(st->dw + m * (kd + 1));
+            int32_t sum = 0;
+            for (int64_t i = 0; i < g->Kc; i++) {
+                d[i] = (int8_t)st->wi[m * g->Kc + i];
+                sum += st->wi[m * g->Kc + i];
+            }
+            st->dw[m * (kd + 1) + kd] = sum;
+        }
+        st->dkd = kd;
     }
     st->wsrc = wt->data, st->wn = wn, st->zsrc = g->pw.zp, st->rows = g->M, st->cols = g->Kc;
     st->level = level, st->wsum = sum;
@@ -285,31 +324,48 @@ static int qconv_fast(sh_kctx *k, const qconv *g, sh_qstate *st, const float *mu
                    !w->pr;
     /* padded HWC image, and the offset of each kernel tap in it */
     int64_t Wp = w->W + w->pl + w->pr, HWp = (w->H + w->pt + w->pb) * Wp, KK = g->KK;
-    int64_t *off = malloc(sizeof(int64_t) * (size_t)KK);
-    if (!off) return sh_op_err(k, SH_ENOMEM, "out of memory");
-    for (int64_t a = 0; a < w->kh; a++)
-        for (int64_t b = 0; b < w->kw; b++) off[a * w->kw + b] = (a * w->dh * Wp + b * w->dw) * C;
     /* images per chunk: about 2 MB of patches, at least one image */
     int64_t per_img = OHW * Kc, nb = (int64_t)(2 << 20) / (per_img > 0 ? per_img : 1);
     if (nb < 1) nb = 1;
     if (nb > w->N) nb = w->N;
     size_t xt_b = (size_t)(nb * HWp * C + 64), col_b = direct_a ? 0 : (size_t)(nb * OHW * Kc + 64),
            acc_b = sizeof(int32_t) * (size_t)(nb * OHW * M) + 64;
-    char *ws = sh_qstate_ws(st, xt_b + col_b + acc_b + 192);
-    if (!ws) {
-        free(off);
-        return sh_op_err(k, SH_ENOMEM, "out of memory for the workspace");
-    }
+    size_t off_b = sizeof(int64_t) * (size_t)KK;
+    /* unpadded NHWC of a chunk (the 16 x 16 block transposition runs on the
+     * calling thread: at 1 byte per pixel and channel it is cheap) */
+    size_t hwc_b = C % 16 == 0 ? (size_t)(nb * HW * C + 64) : 0;
+    char *ws = sh_qstate_ws(st, xt_b + col_b + acc_b + off_b + hwc_b + 320);
+    if (!ws) return sh_op_err(k, SH_ENOMEM, "out of memory for the workspace");
     uint8_t *xt = (uint8_t *)ws;
     uint8_t *col = (uint8_t *)ws + (xt_b + 63) / 64 * 64;
     int32_t *acc = (int32_t *)(col + (col_b + 63) / 64 * 64);
+    int64_t *off = (int64_t *)((char *)acc + (acc_b + 63) / 64 * 64);
+    uint8_t *xhwc = (uint8_t *)off + (off_b + 63) / 64 * 64;
+    for (int64_t a = 0; a < w->kh; a++)
+        for (int64_t b = 0; b < w->kw; b++) off[a * w->kw + b] = (a * w->dh * Wp + b * w->dw) * C;
     const uint8_t *x = g->x->data;
     int32_t yz = g->qlinear ? sh_qparam_zero(&g->py, 0) : 0;
     const int32_t *bias0 = (const int32_t *)(mult + M); /* bias, or zeros (qlinear_conv_run) */
     for (int64_t n0 = 0; n0 < w->N; n0 += nb) {
         int64_t cn = w->N - n0 < nb ? w->N - n0 : nb, rows = cn * OHW;
+        /* NCHW -> NHWC for C a multiple of 16 and at least 16 pixels: 16 x 16
+         * byte blocks over the whole image (rows of the image do not break
+         * the blocks), the last HW % 16 pixels one by one */
+        const uint8_t *hwc = NULL;
+        if (C % 16 == 0 && HW >= 16 && hwc_b) {
+            int64_t HW16 = HW / 16 * 16;
+            for (int64_t i = 0; i < cn; i++) {
+                const uint8_t *xi = x + (n0 + i) * C * HW;
+                uint8_t *d = xhwc + i * HW * C;
+                for (int64_t c0 = 0; c0 < C; c0 += 16)
+                    for (int64_t q0 = 0; q0 < HW16; q0 += 16) transpose16(xi + c0 * HW + q0, HW, d + q0 * C + c0, C);
+                for (int64_t c = 0; c < C; c++)
+                    for (int64_t q = HW16; q < HW; q++) d[q * C + c] = xi[c * HW + q];
+            }
+            hwc = xhwc;
+        }
         /* NCHW -> padded NHWC (border = x zero point), blocks of 16 pixels */
-#pragma omp parallel for num_threads(nt) if (nt > 1 && cn * HW * C > 32768) schedule(static)
+#pragma omp parallel for num_threads(nt) if (nt > 1 && cn * HW * C > 262144) schedule(static)
         for (int64_t t = 0; t < cn * ((w->H + 3) / 4); t++) {
             int64_t i = t / ((w->H + 3) / 4), h0 = t % ((w->H + 3) / 4) * 4, h1 = h0 + 4 < w->H ? h0 + 4 : w->H;
             const uint8_t *xi = x + (n0 + i) * C * HW;
@@ -323,6 +379,7 @@ static int qconv_fast(sh_kctx *k, const qconv *g, sh_qstate *st, const float *mu
                 dr += w->pl * C;
                 const uint8_t *xr = xi + h * w->W;
                 if (C == 1) memcpy(dr, xr, (size_t)w->W);
+                else if (hwc) memcpy(dr, hwc + i * HW * C + h * w->W * C, (size_t)(w->W * C));
                 else
                     for (int64_t c = 0; c < C; c++)
                         for (int64_t q = 0; q < w->W; q++) dr[q * C + c] = xr[c * HW + q];
@@ -335,7 +392,7 @@ static int qconv_fast(sh_kctx *k, const qconv *g, sh_qstate *st, const float *mu
                 A = xt, lda = C;
             } else {
                 int64_t Cg = g->Cg;
-#pragma omp parallel for num_threads(nt) if (nt > 1 && rows * Kc > 32768) schedule(static)
+#pragma omp parallel for num_threads(nt) if (nt > 1 && rows * Kc > 262144) schedule(static)
                 for (int64_t r = 0; r < rows; r++) {
                     int64_t i = r / OHW, p = r % OHW, oh = p / w->OW, ow = p % w->OW;
                     const uint8_t *src = xt + i * HWp * C + ((oh * w->sh) * Wp + ow * w->sw) * C + gi * Cg;
@@ -354,10 +411,7 @@ static int qconv_fast(sh_kctx *k, const qconv *g, sh_qstate *st, const float *mu
             }
             sh_qgemm_epi epi = {.out = SH_I32, .a_zero = sh_qparam_zero(&g->px, 0), .a_scale = 1.0f};
             int rc = sh_qgemm(A, a_signed, rows, lda, st->pb[gi], &epi, acc + gi * g->Mg, M, nt, k->err);
-            if (rc) {
-                free(off);
-                return sh_error_wrap(k->err, "node '%s' (%s)", k->node->name, k->node->op);
-            }
+            if (rc) return sh_error_wrap(k->err, "node '%s' (%s)", k->node->name, k->node->op);
         }
         /* epilogue: [rows, M] int32 -> NCHW, blocks of 32 positions x all
          * channels: requantize each position's channels (contiguous, SIMD)
@@ -366,7 +420,7 @@ static int qconv_fast(sh_kctx *k, const qconv *g, sh_qstate *st, const float *mu
         int32_t lo = g->yf == SH_U8 ? 0 : -128, hi = g->yf == SH_U8 ? 255 : 127;
         if (g->relu && yz > lo) lo = yz;
         int simd = st->simd;
-#pragma omp parallel for num_threads(nt) if (nt > 1 && rows * M > 16384) schedule(static)
+#pragma omp parallel for num_threads(nt) if (nt > 1 && rows * M > 131072) schedule(static)
         for (int64_t t = 0; t < cn * tp; t++) {
             int64_t i = t / tp, p0 = t % tp * pb, p1 = p0 + pb < OHW ? p0 + pb : OHW;
             const int32_t *a = acc + (i * OHW) * M;
@@ -393,8 +447,151 @@ static int qconv_fast(sh_kctx *k, const qconv *g, sh_qstate *st, const float *mu
             }
         }
     }
-    free(off);
     return SH_OK;
+}
+
+/* ---- direct kernel for a tiny K ------------------------------------------ */
+
+#ifdef QC_TINYK
+/* One image: patches as KD planes of dwords (plane j, position p: taps
+ * 4j..4j+3 as u8, the input zero point where the window leaves the image,
+ * zeros past K), then per 16 positions and output channel KD vpdpbusd with
+ * the channel's weights broadcast, the correction -x_zero * sum(w) folded
+ * into the bias, and the requantization of sh_qrequant_row (same float ops,
+ * so the same integers) written straight to the NCHW output. */
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void tinyk_image(const qconv *g, const sh_qstate *st,
+                                                                              const float *mult, const uint8_t *x,
+                                                                              uint8_t *y, uint8_t *col, int64_t OHWp)
+{
+    const sh_win *w = &g->w;
+    int64_t OHW = g->OHW, KK = g->KK, M = g->M, Kc = g->Kc;
+    int kd = st->dkd;
+    uint8_t flip = g->x->fmt == SH_I8 ? 0x80 : 0;
+    int32_t xzu = sh_qparam_zero(&g->px, 0) + (flip ? 128 : 0);
+    int64_t H = w->H, W = w->W, OH = w->OH, OW = w->OW, kw = w->kw;
+    if (w->sw == 1) {
+        /* the image padded with the zero point (rows of Wp bytes), then per
+         * plane and output row the 4 taps' source spans interleaved into
+         * dwords, 16 positions per step (a step may run past the row end
+         * into the next row's positions, which that row rewrites, or into
+         * the slack after OHW) */
+        int64_t Hp = H + w->pt + w->pb, Wp = W + w->pl + w->pr, C = g->Cg;
+        uint8_t *pimg = col + kd * OHWp * 4, *zero = pimg + C * Hp * Wp + 64;
+        memset(pimg, xzu, (size_t)(C * Hp * Wp + 64));
+        memset(zero, 0, (size_t)(OW + 64));
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t h = 0; h < H; h++) {
+                uint8_t *d = pimg + (c * Hp + h + w->pt) * Wp + w->pl;
+                const uint8_t *xr = x + c * g->HW + h * W;
+                if (!flip) memcpy(d, xr, (size_t)W);
+                else
+                    for (int64_t q = 0; q < W; q++) d[q] = (uint8_t)(xr[q] ^ flip);
+            }
+        for (int j = 0; j < kd; j++)
+            for (int64_t oh = 0; oh < OH; oh++) {
+                const uint8_t *src[4];
+                for (int u = 0; u < 4; u++) {
+                    int64_t t = 4 * j + u;
+                    if (t >= Kc) {
+                        src[u] = zero;
+                        continue;
+                    }
+                    int64_t c = t / KK, r = t % KK, i = r / kw, jj = r % kw;
+                    src[u] = pimg + (c * Hp + oh * w->sh + i * w->dh) * Wp + jj * w->dw;
+                }
+                uint8_t *d = col + (j * OHWp + oh * OW) * 4;
+                for (int64_t o = 0; o < OW; o += 16) {
+                    __m128i a = _mm_loadu_si128((const __m128i *)(src[0] + o));
+                    __m128i b = _mm_loadu_si128((const __m128i *)(src[1] + o));
+                    __m128i c2 = _mm_loadu_si128((const __m128i *)(src[2] + o));
+                    __m128i e = _mm_loadu_si128((const __m128i *)(src[3] + o));
+                    __m128i ab0 = _mm_unpacklo_epi8(a, b), ab1 = _mm_unpackhi_epi8(a, b);
+                    __m128i ce0 = _mm_unpacklo_epi8(c2, e), ce1 = _mm_unpackhi_epi8(c2, e);
+                    _mm_storeu_si128((__m128i *)(d + 4 * o), _mm_unpacklo_epi16(ab0, ce0));
+                    _mm_storeu_si128((__m128i *)(d + 4 * o + 16), _mm_unpackhi_epi16(ab0, ce0));
+                    _mm_storeu_si128((__m128i *)(d + 4 * o + 32), _mm_unpacklo_epi16(ab1, ce1));
+                    _mm_storeu_si128((__m128i *)(d + 4 * o + 48), _mm_unpackhi_epi16(ab1, ce1));
+                }
+            }
+    } else {
+        memset(col, 0, (size_t)(kd * OHWp * 4));
+        for (int64_t t = 0; t < Kc; t++) {
+            int64_t c = t / KK, r = t % KK, i = r / kw, j = r % kw, sw = w->sw;
+            int64_t iw0 = -w->pl + j * w->dw;
+            uint8_t *d = col + (t / 4) * OHWp * 4 + (t % 4);
+            const uint8_t *xc = x + c * g->HW;
+            for (int64_t oh = 0; oh < OH; oh++) {
+                int64_t ih = oh * w->sh - w->pt + i * w->dh;
+                uint8_t *dr = d + oh * OW * 4;
+                if (ih < 0 || ih >= H) {
+                    for (int64_t ow = 0; ow < OW; ow++) dr[ow * 4] = (uint8_t)xzu;
+                    continue;
+                }
+                const uint8_t *xr = xc + ih * W;
+                int64_t iw = iw0;
+                for (int64_t ow = 0; ow < OW; ow++, iw += sw)
+                    dr[ow * 4] = iw >= 0 && iw < W ? (uint8_t)(xr[iw] ^ flip) : (uint8_t)xzu;
+            }
+        }
+    }
+    int32_t yz = sh_qparam_zero(&g->py, 0);
+    int32_t lo = g->yf == SH_U8 ? 0 : -128, hi = g->yf == SH_U8 ? 255 : 127;
+    if (g->relu && yz > lo) lo = yz;
+    __m512 vlo = _mm512_set1_ps((float)(lo - yz)), vhi = _mm512_set1_ps((float)(hi - yz));
+    __m512i vz = _mm512_set1_epi32(yz);
+    const int32_t *bias0 = (const int32_t *)(mult + M);
+    const int32_t *dw = st->dw;
+    for (int64_t p0 = 0; p0 < OHW; p0 += 16) {
+        __mmask16 mk = OHW - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (OHW - p0)) - 1);
+        __m512i X[8];
+        for (int j = 0; j < kd; j++) X[j] = _mm512_loadu_si512((const void *)(col + (j * OHWp + p0) * 4));
+        for (int64_t m = 0; m < M; m++) {
+            const int32_t *wm = dw + m * (kd + 1);
+            __m512i acc = _mm512_set1_epi32(bias0[m] - xzu * wm[kd]);
+            for (int j = 0; j < kd; j++) acc = _mm512_dpbusd_epi32(acc, X[j], _mm512_set1_epi32(wm[j]));
+            __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(mult[m]));
+            v = _mm512_min_ps(_mm512_max_ps(v, vlo), vhi);
+            __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(v), vz);
+            if (mk == 0xffff) _mm_storeu_si128((__m128i *)(y + m * OHW + p0), _mm512_cvtepi32_epi8(q));
+            else _mm512_mask_cvtepi32_storeu_epi8(y + m * OHW + p0, mk, q);
+        }
+    }
+}
+#endif
+
+static int qconv_tinyk(sh_kctx *k, const qconv *g, const sh_qstate *st, const float *mult, void *y, int nt)
+{
+#ifdef QC_TINYK
+    sh_qstate *sw = (sh_qstate *)st;
+    /* per thread: the planes (with 16 positions of slack), the padded image
+     * and a zero row (tinyk_image) */
+    int64_t OHWp = (g->OHW + 15) / 16 * 16 + 16, N = g->w.N, C = g->w.C;
+    int64_t Hp = g->w.H + g->w.pt + g->w.pb, Wp = g->w.W + g->w.pl + g->w.pr;
+    size_t per = (size_t)(st->dkd * OHWp * 4 + C * Hp * Wp + g->w.OW + 256 + 64) / 64 * 64;
+    int par = nt > 1 && N > 1;
+    int nb = par ? nt : 1;
+    uint8_t *ws = sh_qstate_ws(sw, per * (size_t)nb);
+    if (!ws) return sh_op_err(k, SH_ENOMEM, "out of memory for the workspace");
+    const uint8_t *x = g->x->data;
+    if (!par) {
+        for (int64_t n = 0; n < N; n++) tinyk_image(g, st, mult, x + n * C * g->HW, (uint8_t *)y + n * g->M * g->OHW, ws, OHWp);
+        return SH_OK;
+    }
+#pragma omp parallel num_threads(nb)
+    {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < N; n++)
+            tinyk_image(g, st, mult, x + n * C * g->HW, (uint8_t *)y + n * g->M * g->OHW, ws + per * (size_t)tid, OHWp);
+    }
+    return SH_OK;
+#else
+    (void)g, (void)st, (void)mult, (void)y, (void)nt;
+    return sh_op_err(k, SH_EUNSUPPORTED, "no tiny-K kernel in this build");
+#endif
 }
 
 int sh_qlinear_conv_run(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *const *out, int level)
@@ -407,15 +604,15 @@ int sh_qlinear_conv_run(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_ten
     sh_qstate *st = qconv_weights(k, &g, level);
     if (!st) return sh_op_err(k, SH_ENOMEM, "out of memory preparing w [%lld,%lld]", (long long)g.M, (long long)g.Kc);
     /* multipliers, then the bias (zeros when absent) */
-    float *mult = malloc((sizeof(float) + sizeof(int32_t)) * (size_t)g.M);
+    float *mult = sh_qstate_mb(st, (sizeof(float) + sizeof(int32_t)) * (size_t)g.M);
     if (!mult) return sh_op_err(k, SH_ENOMEM, "out of memory");
     qconv_mult(&g, mult);
     int32_t *b0 = (int32_t *)(mult + g.M);
     for (int64_t m = 0; m < g.M; m++) b0[m] = g.bias ? ((const int32_t *)g.bias->data)[m] : 0;
     int nt = k->nthreads > 0 ? k->nthreads : 1;
-    if (st->fast) rc = qconv_fast(k, &g, st, mult, out[0]->data, nt);
+    if (st->dw) rc = qconv_tinyk(k, &g, st, mult, out[0]->data, nt);
+    else if (st->fast) rc = qconv_fast(k, &g, st, mult, out[0]->data, nt);
     else qconv_direct(&g, st->wi, mult, out[0]->data, nt);
-    free(mult);
     return rc;
 }
 
