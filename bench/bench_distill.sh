@@ -3,7 +3,7 @@
 # teacher's parameters, trained with distillation, beats the same student
 # trained without it (same data, epochs, seed) by >= 0.5 pp, mean of 3 seeds.
 #
-#   bench/bench_distill.sh [TEACHER.onnx]
+#   bench/bench_distill.sh [BUILD [TEACHER.onnx]]
 #
 # LM=1: instead, the language-model target: a 2-layer student (llama-2l,
 # stories260K's dims) distilled from stories260K on NS (200) teacher stories
@@ -16,7 +16,7 @@
 # least-squares scales) and after QAT_EPOCHS (1) epoch(s) of QAT on DATA
 # with the f32 model as teacher.
 #
-# Environment (defaults): SHRINK (build/shrink), STUDENT (cnn-small),
+# Environment (defaults): SHRINK (BUILD/shrink), STUDENT (cnn-small),
 # DATA (fashion-mnist:train:6000), TEST (fashion-mnist:test), EPOCHS (3),
 # T (4), ALPHA (0.9), LR (0.002), SEEDS ("1 2 3"), THREADS (1), OUT (/tmp/bench_distill).
 # OMP_WAIT_POLICY defaults to passive (single-threaded runs on a busy machine).
@@ -28,8 +28,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 unset OPENBLAS_CORETYPE
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
-SHRINK=${SHRINK:-build/shrink}
-TEACHER=${1:-/tmp/models/cnn.onnx}
+B=${1:-build}
+SHRINK=${SHRINK:-$B/shrink}
+TEACHER=${2:-${TEACHER:-$(bash bench/trained_cnn.sh "$B")}}
 STUDENT=${STUDENT:-cnn-small}
 DATA=${DATA:-fashion-mnist:train:6000}
 TEST=${TEST:-fashion-mnist:test}

@@ -10,14 +10,14 @@
 # timed iterations (after warm-up).  Prints name/value lines and the ratios
 # the issue asks for (targets: int8 loses <= 0.3 pp, file >= 3.8x smaller,
 # int8 >= 2x faster than shrink f32 and faster than ORT and PyTorch int8).
-# MODEL (default /tmp/models/cnn.onnx), CALIB (default fashion-mnist:train:256,
+# MODEL (default: the trained cnn of bench/trained_cnn.sh), CALIB (default fashion-mnist:train:256,
 # the first 256 training images), METHOD (default entropy, the CLI's default), REPS (5), RUNS (300).
 set -u
 B=${1:-build}
 cd "$(dirname "$0")/.."
 SH=$PWD/$B/shrink
 BM=$PWD/$B/bench_model
-M=${MODEL:-/tmp/models/cnn.onnx}
+M=${MODEL:-$(bash bench/trained_cnn.sh "$B")}
 N=${CALIB_N:-256}
 CALIB=${CALIB:-fashion-mnist:train:$N}
 METHOD=${METHOD:-entropy}

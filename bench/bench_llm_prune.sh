@@ -12,10 +12,11 @@
 # is pruned; the classifier is tied to the token embedding and left alone
 # (--exclude output), as the papers leave the embeddings and head dense.
 #
-# Usage (from the repo root): bash bench/bench_llm_prune.sh [SHRINK]
+# Usage (from the repo root): bash bench/bench_llm_prune.sh [BUILD]
 #   env: SHARED (default ../shared), THREADS (default 1), CALIB_STORIES (64)
 set -e
-S=${1:-${SHRINK:-build/shrink}}
+B=${1:-build}
+S=${SHRINK:-$B/shrink}
 SHARED=${SHARED:-../shared}
 [ -d "$SHARED" ] || SHARED=/work/shared
 M=$SHARED/models/stories260K

@@ -11,15 +11,15 @@
 #    stories of 256 positions that the f32 model samples itself (temperature
 #    1, top-p 0.95, seeds 1000-1015; data-free, as LLM-QAT), 32 rows of 64
 #    tokens.  The classifier is tied to the token embedding: it stays f32.
-# 2. Fashion-MNIST cnn (/tmp/models/cnn.onnx or $CNN): 4-bit q4_0 group-32
+# 2. Fashion-MNIST cnn ($CNN, else bench/trained_cnn.sh): 4-bit q4_0 group-32
 #    weight-only, round to nearest vs GPTQ (512 calibration images of the
 #    training set), test accuracy; and with --bias-correction.
 #
 # Usage (from the repo root): bash bench/bench_llm_quant.sh
-#   env: BUILD (default build), CNN (default /tmp/models/cnn.onnx)
+#   env: BUILD (default build), CNN (default: bench/trained_cnn.sh)
 set -e
-BUILD=${BUILD:-build}
-CNN=${CNN:-/tmp/models/cnn.onnx}
+BUILD=${1:-${BUILD:-build}}
+CNN=${CNN:-$(bash bench/trained_cnn.sh "$BUILD")}
 unset OPENBLAS_CORETYPE
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
 make -s BUILD="$BUILD" -j2 all "$BUILD/run_tests" >/dev/null
