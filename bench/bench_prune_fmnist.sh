@@ -1,7 +1,6 @@
 #!/bin/bash
 # bench_prune_fmnist.sh [BUILD] - issue 4's Fashion-MNIST pruning targets with
-# the trained small CNN (MODEL, default /tmp/models/cnn.onnx, else
-# out/cnn.onnx from make demo):
+# the trained small CNN (MODEL, default: bench/trained_cnn.sh):
 #   torch50 / torch90  one-shot global L1 at 50 % / 90 % (no fine-tuning):
 #                      shrink's accuracy vs torch.nn.utils.prune.global_unstructured
 #                      on the same weights (bench/prune_torch.py), and the number
@@ -11,7 +10,7 @@
 #   ch50               50 % of the channels removed + fine-tuning: loss <= 1.5 pp
 #   latency            batch-1 latency dense vs 50 % channels (bench_model,
 #                      1 and 2 threads, interleaved, median of REPS): >= 1.8x
-# Fine-tuning: EPOCHS (default 1) epochs of AdamW at LR (default 1e-3, cosine;
+# Fine-tuning: EPOCHS (default 1; ft90: EPOCHS_90, default 2) epochs of AdamW at LR (default 1e-3, cosine;
 # FTX: more training options, default weight decay 0.05 and label smoothing
 # 0.1 as the cnn was trained) on the first N (default 60000) training images,
 # THREADS (default 2) threads; SCHED_90 (default oneshot) the 90 % schedule;
@@ -23,8 +22,7 @@ B=${1:-build}
 cd "$(dirname "$0")/.."
 SH=$PWD/$B/shrink
 BM=$PWD/$B/bench_model
-M=${MODEL:-/tmp/models/cnn.onnx}
-[ -f "$M" ] || M=out/cnn.onnx
+M=${MODEL:-$(bash bench/trained_cnn.sh "$B")}
 [ -f "$M" ] || { echo "bench_prune_fmnist: no model (make demo writes out/cnn.onnx)" >&2; exit 1; }
 EPOCHS=${EPOCHS:-1}
 LR=${LR:-1e-3}
@@ -70,7 +68,7 @@ ft() { # name target_pp args...
   local pa=$(sed -nE 's/.*"params_before": ([0-9]+), "params_after": ([0-9]+), "bytes_before".*/\1 -> \2/p' "$O/$name.json")
   echo "${name}_accuracy $a dense $dense loss_pp $l sparsity $sp params $pa seconds $(( $(date +%s) - t0 )) (target <= $target pp: $(verdict "$l" "$target"))"
 }
-want ft90 && ft ft90 1.0 --ratio 0.9 --global --schedule "${SCHED_90:-oneshot}"
+want ft90 && FT=${FT/--finetune $EPOCHS/--finetune ${EPOCHS_90:-2}} ft ft90 1.0 --ratio 0.9 --global --schedule "${SCHED_90:-oneshot}"
 want nm24 && ft nm24 0.5 --nm 2:4 --skip-first  # layer1.conv has 9 inputs per filter
 want ch50 && ft ch50 1.5 --structured channels --ratio 0.5 --schedule "$SCHED_CH"
 

@@ -9,40 +9,17 @@
 #include <string.h>
 
 #include "test.h"
+
+#define golden_(name, v, max) sh_test_golden("tests/data/prune_schedule/golden.txt", name, v, max)
 #include "compress/compress.h"
 
-static int golden(const char *name, double *v, int max)
-{
-    FILE *f = fopen("tests/data/prune_schedule/golden.txt", "r");
-    if (!f) {
-        sh_test_fail(__FILE__, __LINE__, "cannot open tests/data/prune_schedule/golden.txt (run from the repo root)");
-        return 0;
-    }
-    char key[64];
-    int n, found = 0;
-    while (fscanf(f, "%63s %d", key, &n) == 2) {
-        int want = strcmp(key, name) == 0;
-        for (int i = 0; i < n; i++) {
-            double x;
-            if (fscanf(f, "%lf", &x) != 1) break;
-            if (want && i < max) v[i] = x;
-        }
-        if (want) {
-            found = n;
-            break;
-        }
-    }
-    fclose(f);
-    if (!found) sh_test_fail(__FILE__, __LINE__, "golden value '%s' missing", name);
-    return found;
-}
 
 static void add_w(sh_graph *g, const char *name, int nd, const int64_t *s, const char *key)
 {
     sh_tensor *t = sh_tensor_new(SH_F32, nd, s, NULL);
     int64_t n = sh_tensor_numel(t);
     double v[64];
-    CHECK(golden(key, v, 64) == n);
+    CHECK(golden_(key, v, 64) == n);
     for (int64_t i = 0; i < n; i++) sh_f32(t)[i] = (float)v[i];
     CHECK(sh_graph_add_init(g, name, t, NULL) >= 0);
 }
@@ -78,8 +55,8 @@ static sh_dataset *tiny_data(void)
 {
     sh_dataset *d = calloc(1, sizeof *d);
     double x[128], y[16];
-    CHECK(golden("x", x, 128) == 128);
-    CHECK(golden("y", y, 16) == 16);
+    CHECK(golden_("x", x, 128) == 128);
+    CHECK(golden_("y", y, 16) == 16);
     d->kind = 1;
     d->n = 16;
     d->c = 1, d->h = 2, d->w = 4;
@@ -104,7 +81,7 @@ static double golden_diff(const sh_graph *g, const char *name, const char *key)
 {
     const sh_tensor *t = init_of(g, name);
     double v[64];
-    int n = golden(key, v, 64);
+    int n = golden_(key, v, 64);
     if (!t || n != sh_tensor_numel(t)) {
         sh_test_fail(__FILE__, __LINE__, "%s: %d golden values", name, n);
         return 1e9;
@@ -208,29 +185,6 @@ TEST(prune_train_l1_gradient_matches_torch)
 
 /* ---- larger cases on synthetic images --------------------------------- */
 
-static sh_dataset *synth(int n, uint64_t seed)
-{
-    sh_dataset *d = calloc(1, sizeof *d);
-    d->kind = 1;
-    d->n = n;
-    d->c = 1, d->h = 28, d->w = 28;
-    d->n_classes = 10;
-    d->x = malloc(sizeof(float) * 784 * (size_t)n);
-    d->y = malloc(sizeof(int32_t) * (size_t)n);
-    uint64_t s = seed;
-    for (int i = 0; i < n; i++) {
-        int k = i % 10;
-        d->y[i] = k;
-        for (int p = 0; p < 784; p++) {
-            s = s * 6364136223846793005ull + 1442695040888963407ull;
-            float noise = (float)((s >> 40) & 0xFFFF) / 65536.0f * 0.3f;
-            int r = p / 28, c = p % 28;
-            d->x[i * 784 + p] = noise + ((r / 7) * 4 + c / 7 == k ? 0.7f : 0.0f);
-        }
-    }
-    d->desc = strdup("synthetic");
-    return d;
-}
 
 static sh_graph *model(const char *kind)
 {
@@ -282,7 +236,7 @@ static sh_train_opts quick_train(void)
 TEST(prune_train_masks_hold_exactly)
 {
     sh_error err = {0};
-    sh_dataset *d = synth(320, 3);
+    sh_dataset *d = sh_test_synth_images(320, 3);
     const char *optim[2] = {"adamw", "sgd"};
     for (int k = 0; k < 2; k++) {
         sh_graph *g = model("mlp"), *p = NULL;
@@ -332,7 +286,7 @@ TEST(prune_train_masks_hold_exactly)
 TEST(prune_train_nm_stays_nm)
 {
     sh_error err = {0};
-    sh_dataset *d = synth(320, 4);
+    sh_dataset *d = sh_test_synth_images(320, 4);
     for (int sched = 0; sched < 2; sched++) {
         sh_graph *g = model("mlp"), *p = NULL;
         sh_prune_train_opts pt;
@@ -393,7 +347,7 @@ static int watch_step(void *ctx, sh_graph *g, int64_t step, int64_t total, int *
 TEST(prune_train_gradual_cubic_schedule)
 {
     sh_error err = {0};
-    sh_dataset *d = synth(320, 5);
+    sh_dataset *d = sh_test_synth_images(320, 5);
     sh_graph *g = model("mlp"), *p = NULL;
     sh_prune_train_opts pt;
     sh_prune_train_opts_default(&pt);
@@ -432,7 +386,7 @@ TEST(prune_train_gradual_cubic_schedule)
 TEST(prune_train_iterative_structured)
 {
     sh_error err = {0};
-    sh_dataset *d = synth(320, 6);
+    sh_dataset *d = sh_test_synth_images(320, 6);
     sh_graph *g = model("lenet5"), *p = NULL;
     sh_prune_train_opts pt;
     sh_prune_train_opts_default(&pt);
@@ -477,7 +431,7 @@ TEST(prune_train_iterative_structured)
 TEST(prune_train_with_teacher)
 {
     sh_error err = {0};
-    sh_dataset *d = synth(320, 7);
+    sh_dataset *d = sh_test_synth_images(320, 7);
     sh_graph *g = model("mlp"), *p = NULL;
     sh_prune_train_opts pt;
     sh_prune_train_opts_default(&pt);
@@ -504,7 +458,7 @@ TEST(prune_train_with_teacher)
 TEST(prune_train_bad_input)
 {
     sh_error err = {0};
-    sh_dataset *d = synth(64, 8);
+    sh_dataset *d = sh_test_synth_images(64, 8);
     sh_graph *g = model("lenet5"), *p = (sh_graph *)1;
     sh_prune_train_opts pt;
     sh_prune_train_opts_default(&pt);

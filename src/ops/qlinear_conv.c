@@ -10,8 +10,11 @@
  * packed once per node (reordered to the same K order) into int32, and one
  * pass adds the int32 bias, requantizes (multiplier x_scale * w_scale[c] /
  * y_scale in f32, round half to even, y zero point, fused Relu) and writes
- * NCHW.  Depthwise convolutions (one input channel per group) run a direct
- * loop.  Other type combinations (u8 weights whose zero point puts w - zp
+ * NCHW.  A convolution with a tiny K (one group, Cin*kh*kw <= 32, e.g. an
+ * image model's first 1x3x3 layer) runs qconv_tinyk instead on AVX-512 VNNI:
+ * patches as dword planes, vpdpbusd over the taps for 16 positions at once,
+ * requantized straight into NCHW.  Depthwise convolutions (one input channel
+ * per group) run a direct loop.  Other type combinations (u8 weights whose zero point puts w - zp
  * outside s8) run a plain integer loop.  All paths give identical integers.
  */
 #include <math.h>
