@@ -8,7 +8,7 @@ pkgs="build-essential pkg-config protobuf-c-compiler libprotobuf-c-dev libonnx-d
 case "$what" in
   test)  pkgs="$pkgs libonnx-testdata dataset-fashion-mnist python3" ;;
   demo)  pkgs="$pkgs dataset-fashion-mnist" ;;
-  bench) pkgs="$pkgs libonnx-testdata dataset-fashion-mnist python3-torch python3-numpy libdnnl-dev nodejs npm" ;;
+  bench) pkgs="$pkgs libonnx-testdata dataset-fashion-mnist python3-torch python3-numpy python3-onnx libdnnl-dev nodejs npm" ;;
 esac
 missing=""
 for p in $pkgs; do
