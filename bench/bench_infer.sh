@@ -14,7 +14,7 @@ SH=$PWD/$B/shrink
 BM=$PWD/$B/bench_model
 REPS=${REPS:-5}
 RUNS=${RUNS:-300}
-[ -x "$BM" ] || cc -std=c11 -O2 -fopenmp -Iinclude bench/bench_model.c "$B/libshrink.a" \
+[ "$BM" -nt "$B/libshrink.a" ] || cc -std=c11 -O2 -fopenmp -Iinclude bench/bench_model.c "$B/libshrink.a" \
   -lprotobuf-c -L/usr/lib/x86_64-linux-gnu/openblas-openmp -Wl,-rpath,/usr/lib/x86_64-linux-gnu/openblas-openmp -lopenblas -lz -lm -lpthread -o "$BM" || exit 1
 M=${MODEL:-}
 if [ -z "$M" ]; then

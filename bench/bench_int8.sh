@@ -25,7 +25,7 @@ REPS=${REPS:-5}
 RUNS=${RUNS:-300}
 [ -x "$SH" ] || { echo "bench_int8: build $SH first (make BUILD=$B)"; exit 1; }
 [ -f "$M" ] || { echo "bench_int8: no model $M (MODEL=path to shrink's trained cnn)"; exit 1; }
-[ -x "$BM" ] || cc -std=c11 -O2 -fopenmp -Iinclude bench/bench_model.c "$B/libshrink.a" \
+[ "$BM" -nt "$B/libshrink.a" ] || cc -std=c11 -O2 -fopenmp -Iinclude bench/bench_model.c "$B/libshrink.a" \
   -lprotobuf-c -L/usr/lib/x86_64-linux-gnu/openblas-openmp -Wl,-rpath,/usr/lib/x86_64-linux-gnu/openblas-openmp \
   -lopenblas -lz -lm -lpthread -o "$BM" || exit 1
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT

@@ -73,7 +73,7 @@ want nm24 && ft nm24 0.5 --nm 2:4 --skip-first  # layer1.conv has 9 inputs per f
 want ch50 && ft ch50 1.5 --structured channels --ratio 0.5 --schedule "$SCHED_CH"
 
 if want latency; then
-  [ -x "$BM" ] || cc -std=c11 -O2 -fopenmp -Iinclude bench/bench_model.c "$B/libshrink.a" \
+  [ "$BM" -nt "$B/libshrink.a" ] || cc -std=c11 -O2 -fopenmp -Iinclude bench/bench_model.c "$B/libshrink.a" \
     -lprotobuf-c -L/usr/lib/x86_64-linux-gnu/openblas-openmp -Wl,-rpath,/usr/lib/x86_64-linux-gnu/openblas-openmp \
     -lopenblas -lz -lm -lpthread -o "$BM" || exit 1
   P="$O/ch50.onnx"
