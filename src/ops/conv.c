@@ -532,6 +532,11 @@ typedef struct oc_pack {
     uint32_t sum;
     float *wp;
     sh_conv_sparse_plan *sp;
+    /* a weight-only quantized weight unpacked to f32 (see conv_unpacked) */
+    const void *qsrc;
+    size_t qbytes;
+    uint32_t qsum;
+    sh_tensor qw;
 } oc_pack;
 
 static void oc_pack_free(void *st)
@@ -540,12 +545,9 @@ static void oc_pack_free(void *st)
     if (!p) return;
     free(p->wp);
     sh_conv_sparse_plan_free(p->sp);
+    free(p->qw.data);
     free(p);
 }
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define SH_CONV_OC 1
-#define OC_MAXP 12
 
 /* Checksum of a weight: every word of small weights, 512 words spread over
  * large ones (reading all of a large weight at every run would cost more
@@ -571,6 +573,11 @@ static uint32_t oc_checksum(const float *w, int64_t n)
     s = (s ^ u[n - 1]) * 0x9E3779B1u;
     return s ^ (s >> 16);
 }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define SH_CONV_OC 1
+#define OC_MAXP 12
+
 
 #define OC_TILE_DEF(MB, SW, NP)                                                                                       \
     __attribute__((target("avx512f"))) static void oc_tile_##MB##_##SW##_##NP(                                     \
@@ -803,9 +810,50 @@ static void add_bias(float *y, const float *bias, int64_t M, int64_t OHW)
 static int conv_fwd_linear(sh_kctx *k, const conv_geom *gp, const sh_tensor *const *in, int n_in,
                            sh_tensor *const *out);
 
+/* A weight-only quantized weight (conv_quant.c's [M, Kp] rows, attributes
+ * kernel_shape and weight_k) at SH_CONV_UNPACK_P or more output positions
+ * per image: unpacked once into the node's state as the f32 weight
+ * [M, Cg, kh, kw] (again when the packed bytes change), so the convolution
+ * runs on the f32 kernels; the file and the graph keep the packed weight.
+ * NULL: not applicable (or no memory), the caller runs conv_quant.c. */
+#define SH_CONV_UNPACK_P 32
+static const sh_tensor *conv_unpacked(sh_kctx *k, const sh_tensor *const *in, const sh_tensor *y)
+{
+    const sh_tensor *x = in[0], *B = in[1];
+    const int64_t *ks;
+    if (!k->state || x->ndim != 4 || B->ndim != 2 || y->ndim != 4 || sh_attr_ints(k->node, "kernel_shape", &ks) != 2)
+        return NULL;
+    int64_t G = sh_attr_int(k->node, "group", 1), M = B->shape[0], Kp = B->shape[1];
+    int64_t K = sh_attr_int(k->node, "weight_k", Kp);
+    if (G < 1 || x->shape[1] % G || x->shape[1] / G * ks[0] * ks[1] != K || K > Kp ||
+        y->shape[2] * y->shape[3] < SH_CONV_UNPACK_P)
+        return NULL;
+    const sh_format_traits *ft = sh_format_get(B->fmt);
+    oc_pack *p = *k->state;
+    if (!p && !(p = *k->state = calloc(1, sizeof *p))) return NULL;
+    uint32_t sum = oc_checksum(B->data, (int64_t)(B->nbytes / 4));
+    if (p->qw.data && p->qsrc == B->data && p->qbytes == B->nbytes && p->qsum == sum) return &p->qw;
+    float *w = realloc(p->qw.data, sizeof(float) * (size_t)(M * Kp));
+    if (!w) return NULL;
+    size_t rb = sh_format_bytes(B->fmt, Kp);
+    /* rows of Kp values (whole groups) written K apart, in order: each row's
+     * zero padding lands where the next row then goes (w has M*Kp floats) */
+    for (int64_t r = 0; r < M; r++) ft->to_f32((const char *)B->data + (size_t)r * rb, w + r * K, Kp);
+    p->qw = (sh_tensor){.fmt = SH_F32, .ndim = 4, .shape = {M, x->shape[1] / G, ks[0], ks[1]}, .data = w,
+                        .nbytes = sizeof(float) * (size_t)(M * K)};
+    p->qsrc = B->data, p->qbytes = B->nbytes, p->qsum = sum;
+    return &p->qw;
+}
+
 static int conv_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *const *out, int n_out)
 {
-    if (sh_format_get(in[1]->fmt)->is_quantized) return sh_conv_quantized(k, in, n_in, out, n_out); /* conv_quant.c */
+    const sh_tensor *unpacked[3];
+    if (sh_format_get(in[1]->fmt)->is_quantized) {
+        const sh_tensor *wf = conv_unpacked(k, in, out[0]);
+        if (!wf) return sh_conv_quantized(k, in, n_in, out, n_out); /* conv_quant.c */
+        unpacked[0] = in[0], unpacked[1] = wf, unpacked[2] = n_in > 2 ? in[2] : NULL;
+        in = unpacked;
+    }
     conv_geom g;
     int rc = conv_setup(k, in, n_in, &g);
     if (rc) return rc;

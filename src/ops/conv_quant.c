@@ -5,9 +5,10 @@
  * [M, Cg*kh*kw] view (rows zero-padded to Kp, a multiple of the format's
  * group), with node attributes kernel_shape (kh, kw) and weight_k = Cg*kh*kw.
  * Per image and group the input is unfolded (im2col) and multiplied by the
- * weight: from 32 output positions on, the weight is unpacked to f32 (per
- * call: M*Kp values, small next to the convolution) and the f32 GEMM runs,
- * as gemm_quant.c does for many rows; with fewer positions the activations
+ * weight.  From 32 output positions per image on, conv.c does not call this
+ * file: it unpacks the weight once into the node's state and runs its f32
+ * kernels (unpacking at every call made the 4-bit cnn 20x slower than f32 at
+ * batch 1); the path below stays for direct callers.  With fewer positions the activations
  * [positions, Kp] meet the packed weight in the low-bit integer kernels
  * (sh_qweight_matmul).  2-D convolutions; no backward. */
 #include <stdlib.h>
