@@ -55,6 +55,9 @@ int cli_train_option(const char *cmd, int argc, char **argv, int *i, sh_train_op
  * EXIT_USAGE on error, 0 if fine. */
 int cli_train_check(const char *cmd, const sh_train_opts *o, const char *data, const char *tok);
 /* 0 if name is a built-in model kind or looks like a file; else a usage error. */
+/* Load a model file, or build a built-in model (a name that is not an
+ * existing file) with seed; EXIT_OK or the exit code after printing the error. */
+int cli_load_model(const char *cmd, const char *in, int64_t seed, sh_graph **g);
 int cli_model_kind_ok(const char *cmd, const char *what, const char *name);
 /* The model to train: a built-in kind (built for the dataset: llama-tiny for
  * text, the others for images, seeded by o->seed) or a model file. */

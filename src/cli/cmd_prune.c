@@ -332,11 +332,8 @@ int cmd_prune(int argc, char **argv)
     sh_error err = {0};
     sh_graph *g = NULL, *p = NULL;
     sh_dataset *d = NULL;
-    if (access(in, F_OK) != 0 &&
-        (!strcmp(in, "mlp") || !strcmp(in, "lenet5") || !strcmp(in, "cnn") || !strcmp(in, "llama-tiny"))) {
-        if (sh_model_build(in, (uint64_t)seed, &g, &err)) return cli_fail(cmd, &err);
-    } else if (sh_model_load(in, &g, &err))
-        return cli_fail(cmd, &err);
+    int lrc = cli_load_model(cmd, in, seed, &g);
+    if (lrc) return lrc;
     if (calib && sh_dataset_load(calib, &d, &err)) {
         sh_graph_free(g);
         return cli_fail(cmd, &err);

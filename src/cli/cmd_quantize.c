@@ -195,11 +195,8 @@ int cmd_quantize(int argc, char **argv)
         return cli_usage(cmd, "OUT must be an .onnx file (packed quantized weights; llama2.c .bin holds f32 only)");
 
     sh_graph *g = NULL, *q = NULL;
-    if (access(in, F_OK) != 0 &&
-        (!strcmp(in, "mlp") || !strcmp(in, "lenet5") || !strcmp(in, "cnn") || !strcmp(in, "llama-tiny"))) {
-        if (sh_model_build(in, (uint64_t)seed, &g, &err)) return cli_fail(cmd, &err);
-    } else if (sh_model_load(in, &g, &err))
-        return cli_fail(cmd, &err);
+    int lrc = cli_load_model(cmd, in, seed, &g);
+    if (lrc) return lrc;
     sh_dataset *wd = NULL;
     if (calib && sh_dataset_load(calib, &wd, &err)) {
         sh_graph_free(g);
@@ -388,11 +385,8 @@ static int cmd_quantize_int8(int argc, char **argv)
     sh_error err = {0};
     sh_graph *g = NULL, *q = NULL;
     sh_dataset *d = NULL;
-    if (access(in, F_OK) != 0 &&
-        (!strcmp(in, "mlp") || !strcmp(in, "lenet5") || !strcmp(in, "cnn") || !strcmp(in, "llama-tiny"))) {
-        if (sh_model_build(in, (uint64_t)seed, &g, &err)) return cli_fail(cmd, &err);
-    } else if (sh_model_load(in, &g, &err))
-        return cli_fail(cmd, &err);
+    int lrc = cli_load_model(cmd, in, seed, &g);
+    if (lrc) return lrc;
     if (calib && sh_dataset_load(calib, &d, &err)) {
         sh_graph_free(g);
         return cli_fail(cmd, &err);

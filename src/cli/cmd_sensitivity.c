@@ -12,7 +12,6 @@
 
 #include "cli.h"
 
-static const char *builtin[] = {"mlp", "mlp-small", "lenet5", "cnn", "llama-tiny", NULL};
 
 int cli_has_opt(int argc, char **argv, const char *const *names)
 {
@@ -20,18 +19,6 @@ int cli_has_opt(int argc, char **argv, const char *const *names)
         for (int k = 0; names[k]; k++)
             if (!strcmp(argv[i], names[k])) return 1;
     return 0;
-}
-
-static int load_model(const char *cmd, const char *in, int64_t seed, sh_graph **g)
-{
-    sh_error err = {0};
-    int is_builtin = 0;
-    for (int k = 0; builtin[k]; k++) is_builtin |= !strcmp(in, builtin[k]);
-    if (access(in, F_OK) != 0 && is_builtin) {
-        if (sh_model_build(in, (uint64_t)seed, g, &err)) return cli_fail(cmd, &err);
-    } else if (sh_model_load(in, g, &err))
-        return cli_fail(cmd, &err);
-    return EXIT_OK;
 }
 
 static int load_data(const char *cmd, const char *spec, const char *tok, sh_dataset **d)
@@ -277,7 +264,7 @@ int cmd_sensitivity(int argc, char **argv)
     if (rc) return rc;
     sh_graph *g = NULL;
     sh_dataset *d = NULL;
-    if ((rc = load_model(cmd, in, c.seed, &g))) return rc;
+    if ((rc = cli_load_model(cmd, in, c.seed, &g))) return rc;
     if ((rc = load_data(cmd, c.calib, c.tok, &d))) {
         sh_graph_free(g);
         return rc;
@@ -437,10 +424,7 @@ int cmd_quantize_auto(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int k;
-        if (cli_is_help(a)) {
-            auto_quant_usage(stdout);
-            return EXIT_OK;
-        } else if (!strcmp(a, "--json")) {
+        if (!strcmp(a, "--json")) { /* --help: handled above */
             json = 1;
         } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
             if (!(out = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
@@ -482,7 +466,7 @@ int cmd_quantize_auto(int argc, char **argv)
     o.max_drop = max_drop;
     sh_graph *g = NULL, *q = NULL;
     sh_dataset *d = NULL;
-    if ((rc = load_model(cmd, in, c.seed, &g))) return rc;
+    if ((rc = cli_load_model(cmd, in, c.seed, &g))) return rc;
     if ((rc = load_data(cmd, c.calib, c.tok, &d))) {
         sh_graph_free(g);
         return rc;
@@ -580,10 +564,7 @@ int cmd_prune_auto(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int k;
-        if (cli_is_help(a)) {
-            auto_prune_usage(stdout);
-            return EXIT_OK;
-        } else if (!strcmp(a, "--json")) {
+        if (!strcmp(a, "--json")) { /* --help: handled above */
             json = 1;
         } else if (!strcmp(a, "--no-uniform")) {
             o.uniform = 0;
@@ -628,7 +609,7 @@ int cmd_prune_auto(int argc, char **argv)
     o.exclude = c.exclude;
     sh_graph *g = NULL, *p = NULL;
     sh_dataset *d = NULL;
-    if ((rc = load_model(cmd, in, c.seed, &g))) return rc;
+    if ((rc = cli_load_model(cmd, in, c.seed, &g))) return rc;
     if ((rc = load_data(cmd, c.calib, c.tok, &d))) {
         sh_graph_free(g);
         return rc;

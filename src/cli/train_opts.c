@@ -97,6 +97,18 @@ int cli_model_kind_ok(const char *C, const char *what, const char *name)
     return 0;
 }
 
+int cli_load_model(const char *C, const char *in, int64_t seed, sh_graph **g)
+{
+    sh_error err = {0};
+    int builtin = 0;
+    for (int k = 0; builtins[k]; k++) builtin |= strcmp(in, builtins[k]) == 0;
+    if (access(in, F_OK) != 0 && builtin) {
+        if (sh_model_build(in, (uint64_t)seed, g, &err)) return cli_fail(C, &err);
+    } else if (sh_model_load(in, g, &err))
+        return cli_fail(C, &err);
+    return EXIT_OK;
+}
+
 int cli_model_for_data(const char *name, const char *data, const sh_dataset *tr, const sh_train_opts *o,
                        sh_graph **g, sh_error *err)
 {
