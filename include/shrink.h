@@ -347,6 +347,7 @@ typedef struct sh_run_opts {
                            sh_program_value reads any intermediate after a
                            run (calibration, GPTQ statistics); combine with
                            no_optimize to read values by g's own names */
+    int profile;        /* time every node of every run (sh_program_profile) */
 } sh_run_opts;
 
 /* Plan graph g (must outlive the program) into a program.  Shapes are
@@ -393,6 +394,12 @@ int sh_program_num_params(const sh_program *p);
 int sh_program_param(sh_program *p, int i, int *value, sh_tensor **data, sh_tensor **grad);
 /* The graph the program runs. */
 sh_graph *sh_program_graph(sh_program *p);
+/* With opts.profile: the wall time spent in node i of sh_program_graph(p)
+ * (seconds, summed over runs) and the number of runs that executed it, since
+ * the program was made or sh_program_profile_reset.  Returns SH_EINVAL when
+ * the program does not profile or i is out of range. */
+int sh_program_profile(const sh_program *p, int i, double *seconds, int64_t *calls);
+void sh_program_profile_reset(sh_program *p);
 /* Re-derive an inference program's folded weights from its source graph
  * (after the caller changed weights in place). */
 int sh_program_sync_weights(sh_program *p, sh_error *err);

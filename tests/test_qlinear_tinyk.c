@@ -107,21 +107,10 @@ static sh_tensor *run(const tk_case *c, sh_graph *g, sh_tensor *const *t, int le
     return y;
 }
 
-TEST(qlinear_tinyk_matches_reference)
+static int check_cases(const tk_case *cases, size_t n_cases)
 {
-    static const tk_case cases[] = {
-        /* n  c   h   w   m kh kw s d pt pl pb pr relu xs8 ys8 */
-        {1, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0}, /* the cnn's first layer */
-        {3, 1, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 0},
-        {2, 3, 13, 11, 24, 3, 3, 1, 1, 1, 0, 2, 1, 1, 1, 0}, /* K = 27, s8 x, asymmetric pads */
-        {1, 2, 17, 19, 8, 3, 3, 2, 1, 1, 1, 1, 1, 0, 0, 1},  /* stride 2 (scalar patches), s8 y */
-        {1, 2, 12, 12, 20, 2, 2, 1, 2, 0, 0, 1, 1, 0, 1, 1}, /* dilation 2, K = 8 */
-        {2, 1, 5, 37, 33, 1, 5, 1, 1, 0, 2, 0, 2, 1, 0, 0},  /* 1x5, M not a multiple of 16 */
-        {1, 1, 6, 6, 4, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0},    /* K = 1 */
-        {1, 2, 9, 9, 7, 4, 4, 1, 1, 2, 2, 1, 1, 1, 0, 0},    /* K = 32 */
-    };
     int any_tinyk = 0;
-    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+    for (size_t ci = 0; ci < n_cases; ci++) {
         const tk_case *c = &cases[ci];
         sh_error err = {0};
         sh_tensor *t[9];
@@ -161,9 +150,47 @@ TEST(qlinear_tinyk_matches_reference)
         sh_graph_free(g);
         for (int i = 0; i < 9; i++) sh_tensor_free(t[i]);
     }
+    return any_tinyk;
+}
+
+TEST(qlinear_tinyk_matches_reference)
+{
+    static const tk_case cases[] = {
+        /* n  c   h   w   m kh kw s d pt pl pb pr relu xs8 ys8 */
+        {1, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0}, /* the cnn's first layer */
+        {3, 1, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 0},
+        {2, 3, 13, 11, 24, 3, 3, 1, 1, 1, 0, 2, 1, 1, 1, 0}, /* K = 27, s8 x, asymmetric pads */
+        {1, 2, 17, 19, 8, 3, 3, 2, 1, 1, 1, 1, 1, 0, 0, 1},  /* stride 2 (scalar patches), s8 y */
+        {1, 2, 12, 12, 20, 2, 2, 1, 2, 0, 0, 1, 1, 0, 1, 1}, /* dilation 2, K = 8 */
+        {2, 1, 5, 37, 33, 1, 5, 1, 1, 0, 2, 0, 2, 1, 0, 0},  /* 1x5, M not a multiple of 16 */
+        {1, 1, 6, 6, 4, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0},    /* K = 1 */
+        {1, 2, 9, 9, 7, 4, 4, 1, 1, 2, 2, 1, 1, 1, 0, 0},    /* K = 32 */
+    };
+    int any_tinyk = check_cases(cases, sizeof cases / sizeof cases[0]);
     int f = SH_CPU_AVX512F | SH_CPU_AVX512BW | SH_CPU_AVX512VNNI;
     if ((sh_cpu_features() & f) == f && sh_cpu_level() == SH_CPU_LEVEL_AVX512)
         CHECK_MSG(any_tinyk, "the tiny-K kernel was not used on an AVX-512 VNNI CPU");
+}
+
+/* The general path (im2col + int8 GEMM, qconv_fast): batch 1 and 3, 1 and 2
+ * threads (a batch-1 layer above ~0.5M multiply-adds splits its rows over
+ * the threads), channels a multiple of 16 (pixel-block NHWC transposition)
+ * or not, 1x1 direct, strides, dilation, asymmetric pads, rows that do not
+ * fill the 6-row tiles. */
+TEST(qlinear_conv_fast_matches_reference)
+{
+    static const tk_case cases[] = {
+        /* n  c   h   w   m kh kw s d pt pl pb pr relu xs8 ys8 */
+        {1, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0}, /* the cnn's layer2 */
+        {1, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0},   /* res convs: 49 rows */
+        {1, 64, 7, 7, 128, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 1},  /* layer4, s8 y */
+        {3, 16, 9, 13, 24, 3, 3, 1, 1, 0, 1, 2, 1, 1, 1, 0},  /* batch 3, s8 x, asymmetric pads */
+        {1, 48, 11, 10, 40, 3, 3, 2, 1, 1, 1, 1, 1, 0, 0, 0}, /* stride 2 */
+        {1, 24, 12, 12, 72, 3, 3, 1, 2, 2, 2, 2, 2, 1, 0, 0}, /* C % 16 != 0, dilation 2 */
+        {1, 64, 15, 15, 96, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0}, /* 1x1 direct */
+        {2, 32, 5, 5, 20, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 0},   /* small: one thread */
+    };
+    check_cases(cases, sizeof cases / sizeof cases[0]);
 }
 
 /* QuantizeLinear f32 -> u8 / s8 per tensor (the model input; a 4-wide path in

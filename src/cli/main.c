@@ -12,6 +12,7 @@ static const struct {
     {"info", cmd_info, "ops, parameters and bytes per layer of a model"},
     {"train", cmd_train, "train a built-in model or a model file on a dataset"},
     {"eval", cmd_eval, "accuracy or perplexity, size, latency and throughput"},
+    {"bench", cmd_bench, "latency percentiles and throughput, per-layer time profile"},
     {"generate", cmd_generate, "generate text with a Llama-style model"},
     {"convert", cmd_convert, "convert between ONNX and llama2.c; int8 to / from QDQ ONNX"},
     {"run", cmd_run, "run a model on TensorProto inputs, write outputs"},

@@ -316,13 +316,162 @@ static void transpose16(const uint8_t *src, int64_t ss, uint8_t *dst, int64_t ds
 #endif
 }
 
-/* image chunk [n0, n0+nb): HWC transpose, im2col per group, int8 GEMM, epilogue */
+/* Rows [r0, r1) of a chunk (row r = i * OHW + p: image n0 + i, output
+ * position p) on the calling thread: im2col of those rows from the padded
+ * NHWC chunk xt (per group), the int8 GEMM into acc, and the requantizing
+ * epilogue into NCHW y. */
+static int qconv_rows(sh_kctx *k, const qconv *g, const sh_qstate *st, const float *mult, const uint8_t *xt,
+                      uint8_t *col, int32_t *acc, const int64_t *off, int direct_a, int64_t n0, int64_t r0,
+                      int64_t r1, void *y)
+{
+    const sh_win *w = &g->w;
+    int64_t C = w->C, OHW = g->OHW, M = g->M, Kc = g->Kc, KK = g->KK;
+    int64_t Wp = w->W + w->pl + w->pr, HWp = (w->H + w->pt + w->pb) * Wp;
+    int a_signed = g->x->fmt == SH_I8;
+    for (int64_t gi = 0; gi < g->G; gi++) {
+        const uint8_t *A;
+        int64_t lda;
+        if (direct_a) {
+            /* 1x1, stride 1, no padding: the NHWC chunk is the patch matrix */
+            A = xt, lda = C;
+        } else {
+            int64_t Cg = g->Cg;
+            for (int64_t r = r0; r < r1; r++) {
+                int64_t i = r / OHW, p = r % OHW, oh = p / w->OW, ow = p % w->OW;
+                const uint8_t *src = xt + i * HWp * C + ((oh * w->sh) * Wp + ow * w->sw) * C + gi * Cg;
+                uint8_t *d = col + r * Kc;
+                switch (Cg) {
+                case 1: for (int64_t t = 0; t < KK; t++) d[t] = src[off[t]]; break;
+                case 4: for (int64_t t = 0; t < KK; t++) memcpy(d + 4 * t, src + off[t], 4); break;
+                case 8: for (int64_t t = 0; t < KK; t++) memcpy(d + 8 * t, src + off[t], 8); break;
+                case 16: for (int64_t t = 0; t < KK; t++) memcpy(d + 16 * t, src + off[t], 16); break;
+                case 32: for (int64_t t = 0; t < KK; t++) memcpy(d + 32 * t, src + off[t], 32); break;
+                case 64: for (int64_t t = 0; t < KK; t++) memcpy(d + 64 * t, src + off[t], 64); break;
+                default: for (int64_t t = 0; t < KK; t++) memcpy(d + Cg * t, src + off[t], (size_t)Cg); break;
+                }
+            }
+            A = col, lda = Kc;
+        }
+        sh_qgemm_epi epi = {.out = SH_I32, .a_zero = sh_qparam_zero(&g->px, 0), .a_scale = 1.0f};
+        int rc = sh_qgemm(A + r0 * lda, a_signed, r1 - r0, lda, st->pb[gi], &epi, acc + r0 * M + gi * g->Mg, M, 1,
+                          k->err);
+        if (rc) return rc;
+    }
+    /* epilogue: [rows, M] int32 -> NCHW, per image in blocks of 32 positions
+     * x all channels: requantize each position's channels (contiguous, SIMD)
+     * into a byte tile, then write the tile transposed */
+    int32_t yz = g->qlinear ? sh_qparam_zero(&g->py, 0) : 0;
+    const int32_t *bias0 = (const int32_t *)(mult + M); /* bias, or zeros (qlinear_conv_run) */
+    int32_t lo = g->yf == SH_U8 ? 0 : -128, hi = g->yf == SH_U8 ? 255 : 127;
+    if (g->relu && yz > lo) lo = yz;
+    for (int64_t i = r0 / OHW; i * OHW < r1; i++) {
+        int64_t pa = r0 > i * OHW ? r0 - i * OHW : 0, pe = r1 - i * OHW < OHW ? r1 - i * OHW : OHW;
+        const int32_t *a = acc + (i * OHW) * M;
+        int64_t ybase = (n0 + i) * M * OHW;
+        for (int64_t p0 = pa; p0 < pe; p0 += 32) {
+            int64_t p1 = p0 + 32 < pe ? p0 + 32 : pe;
+            if (g->yf == SH_I32) {
+                int32_t *yo = (int32_t *)y + ybase;
+                for (int64_t m = 0; m < M; m++)
+                    for (int64_t p = p0; p < p1; p++) yo[m * OHW + p] = a[p * M + m];
+                continue;
+            }
+            uint8_t tile[32 * 256];
+            for (int64_t m0 = 0; m0 < M; m0 += 256) {
+                int64_t mc = M - m0 < 256 ? M - m0 : 256;
+                for (int64_t p = p0; p < p1; p++)
+                    sh_qrequant_row(a + p * M + m0, bias0 + m0, mult + m0, mc, yz, lo, hi, g->yf, st->simd,
+                                    tile + (p - p0) * mc);
+                /* tile [p][m] -> y [m][p]: 16 x 16 blocks, then the edges */
+                int64_t np = p1 - p0, m16 = mc / 16 * 16, p16 = np / 16 * 16;
+                uint8_t *yb = (uint8_t *)y + ybase + m0 * OHW + p0;
+                for (int64_t pp = 0; pp < p16; pp += 16)
+                    for (int64_t mm = 0; mm < m16; mm += 16) transpose16(tile + pp * mc + mm, mc, yb + mm * OHW + pp, OHW);
+                for (int64_t m = 0; m < mc; m++)
+                    for (int64_t p = m < m16 ? p16 : 0; p < np; p++) yb[m * OHW + p] = tile[p * mc + m];
+            }
+        }
+    }
+    return SH_OK;
+}
+
+/* Images [n0, n0+cn) of NCHW x into the padded NHWC chunk xt (border = the
+ * x zero point); tasks [t0, t1) of qconv_nhwc_tasks(). */
+static int64_t qconv_nhwc_tasks(const qconv *g, int64_t cn, int blocks)
+{
+    return blocks ? cn * ((g->HW + 15) / 16) : cn * ((g->w.H + 3) / 4);
+}
+
+static void qconv_nhwc(const qconv *g, const uint8_t *x, uint8_t *xt, int64_t n0, int blocks, int64_t t)
+{
+    const sh_win *w = &g->w;
+    int64_t C = w->C, HW = g->HW, W = w->W, Wp = W + w->pl + w->pr, HWp = (w->H + w->pt + w->pb) * Wp;
+    uint8_t pad = (uint8_t)sh_qparam_zero(&g->px, 0);
+    if (blocks) {
+        /* C a multiple of 16: task = (image, 16 pixels), all channels, so a
+         * thread's tasks write whole pixels (no cache line shared with the
+         * other threads' tasks but at the ends); per 16 channels a 16 x 16
+         * byte transposition into a tile, then each pixel's 16 bytes to its
+         * place.  The task holding a row's first (last) pixel writes that
+         * row's left (right) border, the first and last tasks the top and
+         * bottom borders. */
+        int64_t pbk = (HW + 15) / 16, i = t / pbk, q0 = t % pbk * 16, q1 = q0 + 16 < HW ? q0 + 16 : HW;
+        const uint8_t *xi = x + (n0 + i) * C * HW;
+        uint8_t *d = xt + i * HWp * C;
+        if (q0 == 0) memset(d, pad, (size_t)(w->pt * Wp * C));
+        if (q1 == HW) memset(d + (w->pt + w->H) * Wp * C, pad, (size_t)(w->pb * Wp * C));
+        for (int64_t q = q0; q < q1; q++) {
+            int64_t h = q / W, ww = q % W;
+            if (ww == 0 && w->pl) memset(d + (h + w->pt) * Wp * C, pad, (size_t)(w->pl * C));
+            if (ww == W - 1 && w->pr) memset(d + ((h + w->pt) * Wp + w->pl + W) * C, pad, (size_t)(w->pr * C));
+        }
+        if (q1 - q0 == 16) {
+            uint8_t tile[256];
+            for (int64_t c0 = 0; c0 < C; c0 += 16) {
+                transpose16(xi + c0 * HW + q0, HW, tile, 16);
+                for (int j = 0; j < 16; j++) {
+                    int64_t q = q0 + j, h = q / W, ww = q % W;
+                    memcpy(d + ((h + w->pt) * Wp + ww + w->pl) * C + c0, tile + 16 * j, 16);
+                }
+            }
+        } else {
+            for (int64_t q = q0; q < q1; q++) {
+                int64_t h = q / W, ww = q % W;
+                uint8_t *dp = d + ((h + w->pt) * Wp + ww + w->pl) * C;
+                for (int64_t c = 0; c < C; c++) dp[c] = xi[c * HW + q];
+            }
+        }
+        return;
+    }
+    /* any C: task = (image, 4 rows) */
+    int64_t nrb = (w->H + 3) / 4, i = t / nrb, h0 = t % nrb * 4, h1 = h0 + 4 < w->H ? h0 + 4 : w->H;
+    const uint8_t *xi = x + (n0 + i) * C * HW;
+    uint8_t *d = xt + i * HWp * C;
+    if (h0 == 0) memset(d, pad, (size_t)(w->pt * Wp * C));
+    if (h1 == w->H) memset(d + (w->pt + w->H) * Wp * C, pad, (size_t)(w->pb * Wp * C));
+    for (int64_t h = h0; h < h1; h++) {
+        uint8_t *dr = d + (h + w->pt) * Wp * C;
+        memset(dr, pad, (size_t)(w->pl * C));
+        memset(dr + (w->pl + W) * C, pad, (size_t)(w->pr * C));
+        dr += w->pl * C;
+        const uint8_t *xr = xi + h * W;
+        if (C == 1) memcpy(dr, xr, (size_t)W);
+        else
+            for (int64_t c = 0; c < C; c++)
+                for (int64_t q = 0; q < W; q++) dr[q * C + c] = xr[c * HW + q];
+    }
+}
+
+/* Per chunk of images: NCHW -> padded NHWC, then im2col + int8 GEMM +
+ * epilogue on row ranges.  With nt > 1 and enough work (batch 1 included)
+ * one parallel region per chunk: the NHWC tasks shared out, one barrier,
+ * then each thread takes a contiguous range of rows (whole 6-row GEMM
+ * tiles) through im2col, GEMM and epilogue, so a batch-1 layer uses every
+ * thread at the cost of one fork and one barrier. */
 static int qconv_fast(sh_kctx *k, const qconv *g, sh_qstate *st, const float *mult, void *y, int nt)
 {
     const sh_win *w = &g->w;
-    int64_t C = w->C, HW = g->HW, OHW = g->OHW, M = g->M, Kc = g->Kc;
-    int a_signed = g->x->fmt == SH_I8;
-    uint8_t pad = (uint8_t)sh_qparam_zero(&g->px, 0);
+    int64_t C = w->C, OHW = g->OHW, M = g->M, Kc = g->Kc;
     int direct_a = g->G == 1 && w->kh == 1 && w->kw == 1 && w->sh == 1 && w->sw == 1 && !w->pt && !w->pl && !w->pb &&
                    !w->pr;
     /* padded HWC image, and the offset of each kernel tap in it */
@@ -334,121 +483,47 @@ static int qconv_fast(sh_kctx *k, const qconv *g, sh_qstate *st, const float *mu
     size_t xt_b = (size_t)(nb * HWp * C + 64), col_b = direct_a ? 0 : (size_t)(nb * OHW * Kc + 64),
            acc_b = sizeof(int32_t) * (size_t)(nb * OHW * M) + 64;
     size_t off_b = sizeof(int64_t) * (size_t)KK;
-    /* unpadded NHWC of a chunk (the 16 x 16 block transposition runs on the
-     * calling thread: at 1 byte per pixel and channel it is cheap) */
-    size_t hwc_b = C % 16 == 0 ? (size_t)(nb * HW * C + 64) : 0;
-    char *ws = sh_qstate_ws(st, xt_b + col_b + acc_b + off_b + hwc_b + 320);
+    char *ws = sh_qstate_ws(st, xt_b + col_b + acc_b + off_b + 256);
     if (!ws) return sh_op_err(k, SH_ENOMEM, "out of memory for the workspace");
     uint8_t *xt = (uint8_t *)ws;
     uint8_t *col = (uint8_t *)ws + (xt_b + 63) / 64 * 64;
     int32_t *acc = (int32_t *)(col + (col_b + 63) / 64 * 64);
     int64_t *off = (int64_t *)((char *)acc + (acc_b + 63) / 64 * 64);
-    uint8_t *xhwc = (uint8_t *)off + (off_b + 63) / 64 * 64;
     for (int64_t a = 0; a < w->kh; a++)
         for (int64_t b = 0; b < w->kw; b++) off[a * w->kw + b] = (a * w->dh * Wp + b * w->dw) * C;
     const uint8_t *x = g->x->data;
-    int32_t yz = g->qlinear ? sh_qparam_zero(&g->py, 0) : 0;
-    const int32_t *bias0 = (const int32_t *)(mult + M); /* bias, or zeros (qlinear_conv_run) */
+    int blocks = C % 16 == 0 && g->HW >= 16;
     for (int64_t n0 = 0; n0 < w->N; n0 += nb) {
         int64_t cn = w->N - n0 < nb ? w->N - n0 : nb, rows = cn * OHW;
-        /* NCHW -> NHWC for C a multiple of 16 and at least 16 pixels: 16 x 16
-         * byte blocks over the whole image (rows of the image do not break
-         * the blocks), the last HW % 16 pixels one by one */
-        const uint8_t *hwc = NULL;
-        if (C % 16 == 0 && HW >= 16 && hwc_b) {
-            int64_t HW16 = HW / 16 * 16;
-            for (int64_t i = 0; i < cn; i++) {
-                const uint8_t *xi = x + (n0 + i) * C * HW;
-                uint8_t *d = xhwc + i * HW * C;
-                for (int64_t c0 = 0; c0 < C; c0 += 16)
-                    for (int64_t q0 = 0; q0 < HW16; q0 += 16) transpose16(xi + c0 * HW + q0, HW, d + q0 * C + c0, C);
-                for (int64_t c = 0; c < C; c++)
-                    for (int64_t q = HW16; q < HW; q++) d[q * C + c] = xi[c * HW + q];
-            }
-            hwc = xhwc;
-        }
-        /* NCHW -> padded NHWC (border = x zero point), blocks of 16 pixels */
-#pragma omp parallel for num_threads(nt) if (nt > 1 && cn * HW * C > 262144) schedule(static)
-        for (int64_t t = 0; t < cn * ((w->H + 3) / 4); t++) {
-            int64_t i = t / ((w->H + 3) / 4), h0 = t % ((w->H + 3) / 4) * 4, h1 = h0 + 4 < w->H ? h0 + 4 : w->H;
-            const uint8_t *xi = x + (n0 + i) * C * HW;
-            uint8_t *d = xt + i * HWp * C;
-            if (h0 == 0) memset(d, pad, (size_t)(w->pt * Wp * C));
-            if (h1 == w->H) memset(d + (w->pt + w->H) * Wp * C, pad, (size_t)(w->pb * Wp * C));
-            for (int64_t h = h0; h < h1; h++) {
-                uint8_t *dr = d + (h + w->pt) * Wp * C;
-                memset(dr, pad, (size_t)(w->pl * C));
-                memset(dr + (w->pl + w->W) * C, pad, (size_t)(w->pr * C));
-                dr += w->pl * C;
-                const uint8_t *xr = xi + h * w->W;
-                if (C == 1) memcpy(dr, xr, (size_t)w->W);
-                else if (hwc) memcpy(dr, hwc + i * HW * C + h * w->W * C, (size_t)(w->W * C));
-                else
-                    for (int64_t c = 0; c < C; c++)
-                        for (int64_t q = 0; q < w->W; q++) dr[q * C + c] = xr[c * HW + q];
-            }
-        }
-        for (int64_t gi = 0; gi < g->G; gi++) {
-            const uint8_t *A;
-            int64_t lda;
-            if (direct_a) {
-                A = xt, lda = C;
-            } else {
-                int64_t Cg = g->Cg;
-#pragma omp parallel for num_threads(nt) if (nt > 1 && rows * Kc > 262144) schedule(static)
-                for (int64_t r = 0; r < rows; r++) {
-                    int64_t i = r / OHW, p = r % OHW, oh = p / w->OW, ow = p % w->OW;
-                    const uint8_t *src = xt + i * HWp * C + ((oh * w->sh) * Wp + ow * w->sw) * C + gi * Cg;
-                    uint8_t *d = col + r * Kc;
-                    switch (Cg) {
-                    case 1: for (int64_t t = 0; t < KK; t++) d[t] = src[off[t]]; break;
-                    case 4: for (int64_t t = 0; t < KK; t++) memcpy(d + 4 * t, src + off[t], 4); break;
-                    case 8: for (int64_t t = 0; t < KK; t++) memcpy(d + 8 * t, src + off[t], 8); break;
-                    case 16: for (int64_t t = 0; t < KK; t++) memcpy(d + 16 * t, src + off[t], 16); break;
-                    case 32: for (int64_t t = 0; t < KK; t++) memcpy(d + 32 * t, src + off[t], 32); break;
-                    case 64: for (int64_t t = 0; t < KK; t++) memcpy(d + 64 * t, src + off[t], 64); break;
-                    default: for (int64_t t = 0; t < KK; t++) memcpy(d + Cg * t, src + off[t], (size_t)Cg); break;
+        int64_t tiles = (rows + 5) / 6, ntask = qconv_nhwc_tasks(g, cn, blocks);
+        /* threads: from ~0.5M multiply-adds (a few microseconds on one core) */
+        int nth = nt > 1 && (double)rows * (double)M * (double)Kc >= 524288.0 ? nt : 1;
+        if (nth > tiles) nth = (int)tiles;
+        int rc = SH_OK;
+        if (nth <= 1) {
+            for (int64_t t = 0; t < ntask; t++) qconv_nhwc(g, x, xt, n0, blocks, t);
+            rc = qconv_rows(k, g, st, mult, xt, col, acc, off, direct_a, n0, 0, rows, y);
+        } else {
+#pragma omp parallel num_threads(nth)
+            {
+#pragma omp for schedule(static)
+                for (int64_t t = 0; t < ntask; t++) qconv_nhwc(g, x, xt, n0, blocks, t);
+                int tid = 0, th = 1;
+#ifdef _OPENMP
+                tid = omp_get_thread_num(), th = omp_get_num_threads();
+#endif
+                int64_t per = (tiles + th - 1) / th * 6, r0 = tid * per, r1 = r0 + per;
+                if (r1 > rows) r1 = rows;
+                if (r0 < r1) {
+                    int r = qconv_rows(k, g, st, mult, xt, col, acc, off, direct_a, n0, r0, r1, y);
+                    if (r) {
+#pragma omp critical(shrink_qconv_err)
+                        rc = r;
                     }
                 }
-                A = col, lda = Kc;
-            }
-            sh_qgemm_epi epi = {.out = SH_I32, .a_zero = sh_qparam_zero(&g->px, 0), .a_scale = 1.0f};
-            int rc = sh_qgemm(A, a_signed, rows, lda, st->pb[gi], &epi, acc + gi * g->Mg, M, nt, k->err);
-            if (rc) return sh_error_wrap(k->err, "node '%s' (%s)", k->node->name, k->node->op);
-        }
-        /* epilogue: [rows, M] int32 -> NCHW, blocks of 32 positions x all
-         * channels: requantize each position's channels (contiguous, SIMD)
-         * into a byte tile, then write the tile transposed */
-        int64_t pb = 32, tp = (OHW + pb - 1) / pb;
-        int32_t lo = g->yf == SH_U8 ? 0 : -128, hi = g->yf == SH_U8 ? 255 : 127;
-        if (g->relu && yz > lo) lo = yz;
-        int simd = st->simd;
-#pragma omp parallel for num_threads(nt) if (nt > 1 && rows * M > 131072) schedule(static)
-        for (int64_t t = 0; t < cn * tp; t++) {
-            int64_t i = t / tp, p0 = t % tp * pb, p1 = p0 + pb < OHW ? p0 + pb : OHW;
-            const int32_t *a = acc + (i * OHW) * M;
-            int64_t ybase = (n0 + i) * M * OHW;
-            if (g->yf == SH_I32) {
-                int32_t *yo = (int32_t *)y + ybase;
-                for (int64_t m = 0; m < M; m++)
-                    for (int64_t p = p0; p < p1; p++) yo[m * OHW + p] = a[p * M + m];
-                continue;
-            }
-            uint8_t tile[32 * 256];
-            for (int64_t m0 = 0; m0 < M; m0 += 256) {
-                int64_t mc = M - m0 < 256 ? M - m0 : 256;
-                for (int64_t p = p0; p < p1; p++)
-                    sh_qrequant_row(a + p * M + m0, bias0 + m0, mult + m0, mc, yz, lo, hi, g->yf, simd,
-                                    tile + (p - p0) * mc);
-                /* tile [p][m] -> y [m][p]: 16 x 16 blocks, then the edges */
-                int64_t np = p1 - p0, m16 = mc / 16 * 16, p16 = np / 16 * 16;
-                uint8_t *yb = (uint8_t *)y + ybase + m0 * OHW + p0;
-                for (int64_t pp = 0; pp < p16; pp += 16)
-                    for (int64_t mm = 0; mm < m16; mm += 16) transpose16(tile + pp * mc + mm, mc, yb + mm * OHW + pp, OHW);
-                for (int64_t m = 0; m < mc; m++)
-                    for (int64_t p = m < m16 ? p16 : 0; p < np; p++) yb[m * OHW + p] = tile[p * mc + m];
             }
         }
+        if (rc) return sh_error_wrap(k->err, "node '%s' (%s)", k->node->name, k->node->op);
     }
     return SH_OK;
 }
@@ -464,14 +539,15 @@ static int qconv_fast(sh_kctx *k, const qconv *g, sh_qstate *st, const float *mu
  * so the same integers) written straight to the NCHW output. */
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void tinyk_image(const qconv *g, const sh_qstate *st,
                                                                               const float *mult, const uint8_t *x,
-                                                                              uint8_t *y, uint8_t *col, int64_t OHWp)
+                                                                              uint8_t *y, uint8_t *col, int64_t OHWp,
+                                                                              int64_t oh0, int64_t oh1)
 {
     const sh_win *w = &g->w;
     int64_t OHW = g->OHW, KK = g->KK, M = g->M, Kc = g->Kc;
     int kd = st->dkd;
     uint8_t flip = g->x->fmt == SH_I8 ? 0x80 : 0;
     int32_t xzu = sh_qparam_zero(&g->px, 0) + (flip ? 128 : 0);
-    int64_t H = w->H, W = w->W, OH = w->OH, OW = w->OW, kw = w->kw;
+    int64_t H = w->H, W = w->W, OW = w->OW, kw = w->kw;
     if (w->sw == 1) {
         /* the image padded with the zero point (rows of Wp bytes), then per
          * plane and output row the 4 taps' source spans interleaved into
@@ -491,7 +567,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void tinyk_image(c
                     for (int64_t q = 0; q < W; q++) d[q] = (uint8_t)(xr[q] ^ flip);
             }
         for (int j = 0; j < kd; j++)
-            for (int64_t oh = 0; oh < OH; oh++) {
+            for (int64_t oh = oh0; oh < oh1; oh++) {
                 const uint8_t *src[4];
                 for (int u = 0; u < 4; u++) {
                     int64_t t = 4 * j + u;
@@ -523,7 +599,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void tinyk_image(c
             int64_t iw0 = -w->pl + j * w->dw;
             uint8_t *d = col + (t / 4) * OHWp * 4 + (t % 4);
             const uint8_t *xc = x + c * g->HW;
-            for (int64_t oh = 0; oh < OH; oh++) {
+            for (int64_t oh = oh0; oh < oh1; oh++) {
                 int64_t ih = oh * w->sh - w->pt + i * w->dh;
                 uint8_t *dr = d + oh * OW * 4;
                 if (ih < 0 || ih >= H) {
@@ -544,8 +620,9 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void tinyk_image(c
     __m512i vz = _mm512_set1_epi32(yz);
     const int32_t *bias0 = (const int32_t *)(mult + M);
     const int32_t *dw = st->dw;
-    for (int64_t p0 = 0; p0 < OHW; p0 += 16) {
-        __mmask16 mk = OHW - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (OHW - p0)) - 1);
+    int64_t pe = oh1 * OW;
+    for (int64_t p0 = oh0 * OW; p0 < pe; p0 += 16) {
+        __mmask16 mk = pe - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (pe - p0)) - 1);
         __m512i X[8];
         for (int j = 0; j < kd; j++) X[j] = _mm512_loadu_si512((const void *)(col + (j * OHWp + p0) * 4));
         for (int64_t m = 0; m < M; m++) {
@@ -571,13 +648,29 @@ static int qconv_tinyk(sh_kctx *k, const qconv *g, const sh_qstate *st, const fl
     int64_t OHWp = (g->OHW + 15) / 16 * 16 + 16, N = g->w.N, C = g->w.C;
     int64_t Hp = g->w.H + g->w.pt + g->w.pb, Wp = g->w.W + g->w.pl + g->w.pr;
     size_t per = (size_t)(st->dkd * OHWp * 4 + C * Hp * Wp + g->w.OW + 256 + 64) / 64 * 64;
-    int par = nt > 1 && N > 1;
+    /* threads over images, or over output rows of one image (each thread
+     * its own planes and padded copy: no barrier) from ~0.2M multiply-adds */
+    int rows_par = nt > 1 && N == 1 && g->w.OH >= 2 * nt && (double)g->OHW * g->M * g->Kc >= 200000.0;
+    int par = nt > 1 && (N > 1 || rows_par);
     int nb = par ? nt : 1;
     uint8_t *ws = sh_qstate_ws(sw, per * (size_t)nb);
     if (!ws) return sh_op_err(k, SH_ENOMEM, "out of memory for the workspace");
     const uint8_t *x = g->x->data;
     if (!par) {
-        for (int64_t n = 0; n < N; n++) tinyk_image(g, st, mult, x + n * C * g->HW, (uint8_t *)y + n * g->M * g->OHW, ws, OHWp);
+        for (int64_t n = 0; n < N; n++)
+            tinyk_image(g, st, mult, x + n * C * g->HW, (uint8_t *)y + n * g->M * g->OHW, ws, OHWp, 0, g->w.OH);
+        return SH_OK;
+    }
+    if (rows_par) {
+#pragma omp parallel num_threads(nb)
+        {
+            int tid = 0, th = 1;
+#ifdef _OPENMP
+            tid = omp_get_thread_num(), th = omp_get_num_threads();
+#endif
+            int64_t OH = g->w.OH, oh0 = OH * tid / th, oh1 = OH * (tid + 1) / th;
+            if (oh0 < oh1) tinyk_image(g, st, mult, x, (uint8_t *)y, ws + per * (size_t)tid, OHWp, oh0, oh1);
+        }
         return SH_OK;
     }
 #pragma omp parallel num_threads(nb)
@@ -588,7 +681,8 @@ static int qconv_tinyk(sh_kctx *k, const qconv *g, const sh_qstate *st, const fl
 #endif
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < N; n++)
-            tinyk_image(g, st, mult, x + n * C * g->HW, (uint8_t *)y + n * g->M * g->OHW, ws + per * (size_t)tid, OHWp);
+            tinyk_image(g, st, mult, x + n * C * g->HW, (uint8_t *)y + n * g->M * g->OHW, ws + per * (size_t)tid, OHWp, 0,
+                        g->w.OH);
     }
     return SH_OK;
 #else

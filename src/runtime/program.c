@@ -49,6 +49,8 @@ struct sh_program {
     int *params;            /* value indices */
     unsigned char *req_grad; /* per value: gradient requested by sh_program_require_grad */
     int n_req;               /* entries in req_grad */
+    double *prof_s;          /* per node of g: seconds (opts.profile) */
+    int64_t *prof_n;         /* per node of g: runs */
 };
 
 enum { VK_ACT = 0, VK_INIT = 1, VK_CONST = 2, VK_INPUT = 3, VK_NONE = 4 };
@@ -121,6 +123,8 @@ void sh_program_free(sh_program *p)
     free(p->defs);
     free(p->scratch);
     free(p->req_grad);
+    free(p->prof_s);
+    free(p->prof_n);
     if (p->g != p->src) sh_graph_free(p->g);
     sh_opt_state_free(p->opt);
     free(p);
@@ -164,7 +168,11 @@ int sh_program_new(sh_graph *g, const sh_run_opts *opts, sh_program **out, sh_er
     p->defs = calloc((size_t)g->n_nodes + 1, sizeof(sh_op_def *));
     if (p->defs)
         for (int i = 0; i < g->n_nodes; i++) p->defs[i] = sh_op_find(g->nodes[i].op);
-    if (!p->state || !p->defs) {
+    if (p->opts.profile) {
+        p->prof_s = calloc((size_t)g->n_nodes + 1, sizeof(double));
+        p->prof_n = calloc((size_t)g->n_nodes + 1, sizeof(int64_t));
+    }
+    if (!p->state || !p->defs || (p->opts.profile && (!p->prof_s || !p->prof_n))) {
         sh_program_free(p);
         return sh_err(err, SH_ENOMEM, "out of memory");
     }
@@ -519,11 +527,31 @@ int sh_program_run(sh_program *p, const sh_tensor *const *inputs, int n_inputs, 
         for (int j = 0; j < n->n_out; j++) out[j] = n->out[j] >= 0 ? p->vals[n->out[j]] : NULL;
         sh_kctx k;
         init_kctx(p, &k, i, err);
+        double t0 = p->prof_s ? sh_now() : 0;
         int rc = d->forward(&k, in, n->n_in, out, n->n_out);
+        if (p->prof_s) {
+            p->prof_s[i] += sh_now() - t0;
+            p->prof_n[i]++;
+        }
         p->scratch = k.scratch, p->scratch_size = k.scratch_size;
         if (rc) return rc;
     }
     return SH_OK;
+}
+
+int sh_program_profile(const sh_program *p, int i, double *seconds, int64_t *calls)
+{
+    if (!p || !p->prof_s || i < 0 || i >= p->g->n_nodes) return SH_EINVAL;
+    if (seconds) *seconds = p->prof_s[i];
+    if (calls) *calls = p->prof_n[i];
+    return SH_OK;
+}
+
+void sh_program_profile_reset(sh_program *p)
+{
+    if (!p || !p->prof_s) return;
+    memset(p->prof_s, 0, (size_t)p->g->n_nodes * sizeof(double));
+    memset(p->prof_n, 0, (size_t)p->g->n_nodes * sizeof(int64_t));
 }
 
 int sh_program_num_outputs(const sh_program *p) { return p->g->n_outputs; }
