@@ -315,6 +315,49 @@ typedef struct layer_info {
 
 static int is_layer_op(const char *op) { return !strcmp(op, "Conv") || !strcmp(op, "Gemm") || !strcmp(op, "MatMul"); }
 
+/* A QGemm whose u8 output is read only by DequantizeLinear nodes of the
+ * same scale and zero point (the value's f32 form: its readers run f32, e.g.
+ * RoPE, Attention, SiluMul, an Add with an f32 residual stream) writes f32
+ * straight from its int32 accumulators instead: one rounding less and one
+ * node less.  The clamp at 0 that the u8 form gave when its zero point is 0
+ * stays, as a fused Relu.  The DequantizeLinear nodes become Identity and are
+ * removed. */
+static int fuse_qgemm_dequant(sh_graph *ng, sh_error *err)
+{
+    int changed = 0;
+    for (int k = 0; k < ng->n_nodes; k++) {
+        sh_node *n = &ng->nodes[k];
+        if (strcmp(n->op, "QGemm") || n->n_in != 9 || n->n_out != 1 || n->in[7] < 0 || n->in[8] < 0) continue;
+        int y = n->out[0], readers = 0, ok = 1;
+        for (int i = 0; i < ng->n_outputs; i++) ok &= ng->outputs[i] != y;
+        for (int i = 0; i < ng->n_nodes && ok; i++)
+            for (int j = 0; j < ng->nodes[i].n_in; j++) {
+                const sh_node *r = &ng->nodes[i];
+                if (r->in[j] != y) continue;
+                ok &= !strcmp(r->op, "DequantizeLinear") && j == 0 && r->n_in == 3 && r->in[1] == n->in[7] &&
+                      r->in[2] == n->in[8];
+                readers++;
+            }
+        const sh_tensor *zt = ng->values[n->in[8]].init;
+        if (!ok || !readers || !zt || !zt->data || zt->fmt != SH_U8) continue;
+        int zp = *(const uint8_t *)zt->data;
+        n->n_in = 7;
+        if (zp == 0 && sh_node_set_string(ng, k, "activation", "Relu")) return sh_err(err, SH_ENOMEM, "quantize: out of memory");
+        for (int i = 0; i < ng->n_nodes; i++) {
+            sh_node *r = &ng->nodes[i];
+            if (strcmp(r->op, "DequantizeLinear") || r->in[0] != y) continue;
+            char *op = xstrdup("Identity");
+            if (!op) return sh_err(err, SH_ENOMEM, "quantize: out of memory");
+            free(r->op);
+            r->op = op;
+            r->n_in = 1;
+        }
+        ng->values[y].fmt = SH_F32;
+        changed = 1;
+    }
+    return changed ? sh_graph_remove_identities(ng, err) : SH_OK;
+}
+
 /* 1 if node k can be quantized in mode; else 0 and note says why. */
 static int layer_ok(const sh_graph *g, int k, int mode, layer_info *L, char *note, size_t nn)
 {
@@ -985,6 +1028,7 @@ static int quantize_int8(const sh_graph *src, const sh_quant_opts *o, sh_graph *
         int r = sh_graph_mark_output(ng, nm, err);
         if (r < 0) rc = r;
     }
+    if (!rc && stat) rc = fuse_qgemm_dequant(ng, err);
     if (!rc) rc = sh_graph_check(ng, err);
     if (rc) goto done;
     if (rep) {

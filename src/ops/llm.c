@@ -177,7 +177,7 @@ typedef struct kv_cache {
     float *k, *v; /* k transposed: [B][KV][hs][cap]; v: [B][KV][cap][hs] */
 } kv_cache;
 
-static void kv_cache_free(void *p)
+void sh_kv_cache_free(void *p)
 {
     kv_cache *c = p;
     if (!c) return;
@@ -356,7 +356,7 @@ static int att_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *
                                  "%lld x %lld (set pos 0 to reset)",
                                  (long long)c->B, (long long)c->KV, (long long)c->hs, (long long)pos, (long long)B,
                                  (long long)KV, (long long)hs);
-            kv_cache_free(c);
+            sh_kv_cache_free(c);
             *k->state = c = NULL;
         }
         if (!c) {
@@ -569,7 +569,7 @@ static int silumul_bwd(sh_kctx *k, const sh_tensor *const *in, int n_in, const s
 
 static const sh_op_def op_rmsnorm = {"RMSNorm", 2, 2, 1, 1, rmsnorm_infer, rmsnorm_fwd, rmsnorm_bwd, 0, 0x2, NULL, 0};
 static const sh_op_def op_rope = {"RoPE", 1, 1, 1, 1, rope_infer, rope_fwd, rope_bwd, 0, 0, NULL, 0};
-static const sh_op_def op_attention = {"Attention", 3, 3, 1, 2, att_infer, att_fwd, att_bwd, 0, 0, kv_cache_free, 0};
+static const sh_op_def op_attention = {"Attention", 3, 3, 1, 2, att_infer, att_fwd, att_bwd, 0, 0, sh_kv_cache_free, 0};
 static const sh_op_def op_silumul = {"SiluMul", 2, 2, 1, 1, silumul_infer, silumul_fwd, silumul_bwd, 0, 0, NULL, 0};
 
 const sh_op_def *const sh_ops_llm[] = {&op_rmsnorm, &op_rope, &op_attention, &op_silumul, NULL};

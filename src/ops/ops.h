@@ -70,6 +70,12 @@ typedef struct sh_op_def {
     int shape_only;
 } sh_op_def;
 
+/* state_free of the ops whose node state holds one sequence (Attention's
+ * KV cache): sh_program_set_pos(p, 0) drops exactly these states.  Other
+ * node state (the prepared weights of the quantized ops) lives as long as
+ * the program. */
+void sh_kv_cache_free(void *state);
+
 /* Look up an op by type (domain is ignored: shrink's own op names don't
  * clash with ONNX's). */
 const sh_op_def *sh_op_find(const char *name);

@@ -102,12 +102,14 @@ static void free_plan(sh_program *p)
     p->planned = 0;
 }
 
-static void free_state(sh_program *p)
+/* seq_only: only the per-sequence state (KV caches: sh_kv_cache_free) */
+static void free_state(sh_program *p, int seq_only)
 {
     if (!p->state) return;
     for (int i = 0; i < p->g->n_nodes; i++) {
         if (!p->state[i]) continue;
         const sh_op_def *d = p->defs[i];
+        if (seq_only && !(d && d->state_free == sh_kv_cache_free)) continue;
         if (d && d->state_free) d->state_free(p->state[i]);
         else free(p->state[i]);
         p->state[i] = NULL;
@@ -118,7 +120,7 @@ void sh_program_free(sh_program *p)
 {
     if (!p) return;
     free_plan(p);
-    free_state(p);
+    free_state(p, 0);
     free(p->state);
     free(p->defs);
     free(p->scratch);
@@ -578,7 +580,7 @@ sh_tensor *sh_program_value(sh_program *p, const char *name)
 void sh_program_set_pos(sh_program *p, int64_t pos)
 {
     p->pos = pos;
-    if (pos == 0) free_state(p);
+    if (pos == 0) free_state(p, 1);
 }
 
 size_t sh_program_arena_bytes(const sh_program *p, size_t *unplanned)
