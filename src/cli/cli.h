@@ -2,6 +2,7 @@
 #ifndef SH_CLI_H
 #define SH_CLI_H
 #include <stdint.h>
+#include <stdio.h>
 
 #include "shrink.h"
 
@@ -43,6 +44,9 @@ typedef struct cli_progress {
 void cli_progress_start(cli_progress *p, const char *label, const char *unit, int64_t total, int quiet);
 void cli_progress_update(cli_progress *p, int64_t done, const char *extra);
 void cli_progress_end(cli_progress *p);
+
+/* s as a JSON string literal (quotes, escapes; NULL as ""). */
+void cli_json_str(FILE *f, const char *s);
 
 /* Human-friendly numbers. */
 const char *cli_bytes(int64_t b, char *buf, int n);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -200,23 +201,30 @@ int cmd_bench(int argc, char **argv)
     }
     const char *unit = lm ? "tokens" : "items";
     if (json) {
-        printf("{\"model\":\"%s\",\"batch\":%lld,\"threads\":%lld,\"runs\":%d,\"median_ms\":%.6f,\"p10_ms\":%.6f,"
-               "\"p90_ms\":%.6f,\"%s_per_s\":%.3f",
-               path, (long long)batch, (long long)threads, n, med, p10, p90, unit, per_s);
+        printf("{\"model\":");
+        cli_json_str(stdout, path);
+        printf(",\"batch\":%lld,\"threads\":%lld,\"runs\":%d,\"median_ms\":%.6f,\"p10_ms\":%.6f,\"p90_ms\":%.6f,"
+               "\"%s_per_s\":%.3f",
+               (long long)batch, (long long)(threads ? threads : sysconf(_SC_NPROCESSORS_ONLN)), n, med, p10, p90, unit,
+               per_s);
         if (profile) {
             printf(",\"nodes\":[");
             for (int i = 0; i < rg->n_nodes; i++) {
                 double s = 0;
                 sh_program_profile(p, i, &s, NULL);
-                printf("%s{\"name\":\"%s\",\"op\":\"%s\",\"ms\":%.6f}", i ? "," : "", rg->nodes[i].name,
-                       rg->nodes[i].op, s * 1e3 / n);
+                printf("%s{\"name\":", i ? "," : "");
+                cli_json_str(stdout, rg->nodes[i].name);
+                printf(",\"op\":");
+                cli_json_str(stdout, rg->nodes[i].op);
+                printf(",\"ms\":%.6f}", s * 1e3 / n);
             }
             printf("]");
         }
         printf("}\n");
     } else {
-        printf("model    %s\nbatch    %lld%s, threads %s%lld, %d timed runs\n", path, (long long)batch,
-               lm ? " (tokens per run: --seq)" : "", threads ? "" : "all: ", (long long)(threads ? threads : 0), n);
+        printf("model    %s\nbatch    %lld%s, threads %lld%s, %d timed runs\n", path, (long long)batch,
+               lm ? " (tokens per run: --seq)" : "", (long long)(threads ? threads : sysconf(_SC_NPROCESSORS_ONLN)),
+               threads ? "" : " (all cores)", n);
         printf("latency  median %.4f ms  (p10 %.4f, p90 %.4f)\n", med, p10, p90);
         printf("speed    %.1f %s/s\n", per_s, unit);
         if (profile) {

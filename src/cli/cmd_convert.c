@@ -25,18 +25,6 @@ static void usage(FILE *f)
             "\n" CLI_EXIT_CODES);
 }
 
-static void json_str(const char *s)
-{
-    putchar('"');
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') printf("\\%c", c);
-        else if (c < 0x20) printf("\\u%04x", c);
-        else putchar(c);
-    }
-    putchar('"');
-}
-
 int cmd_convert(int argc, char **argv)
 {
     const char *cmd = "convert", *in = NULL, *out = NULL;
@@ -87,9 +75,9 @@ int cmd_convert(int argc, char **argv)
     int64_t params = sh_graph_param_count(g), bytes = sh_graph_param_bytes(g);
     if (json) {
         printf("{\"input\": ");
-        json_str(in);
+        cli_json_str(stdout, in);
         printf(", \"output\": ");
-        json_str(out);
+        cli_json_str(stdout, out);
         printf(", \"nodes\": %d, \"params\": %lld, \"param_bytes\": %lld}\n", g->n_nodes, (long long)params,
                (long long)bytes);
     } else {

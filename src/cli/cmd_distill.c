@@ -74,17 +74,6 @@ static void progress_cb(void *ctx, int epoch, int64_t step, int64_t total, doubl
     fprintf(stderr, "\n");
 }
 
-static void json_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (const unsigned char *q = (const unsigned char *)(s ? s : ""); *q; q++) {
-        if (*q == '"' || *q == '\\') fprintf(f, "\\%c", *q);
-        else if (*q < 0x20) fprintf(f, "\\u%04x", *q);
-        else fputc(*q, f);
-    }
-    fputc('"', f);
-}
-
 /* The teacher's stories as text, one document each, "<|endoftext|>" between. */
 static int write_samples(const char *path, const sh_tokenizer *tk, const sh_dataset *d, sh_error *err)
 {
@@ -263,23 +252,23 @@ int cmd_distill(int argc, char **argv)
     }
     if (json) {
         printf("{\"teacher\": ");
-        json_str(stdout, teacher);
+        cli_json_str(stdout, teacher);
         printf(", \"student\": ");
-        json_str(stdout, student);
+        cli_json_str(stdout, student);
         printf(", \"data\": ");
-        json_str(stdout, data);
+        cli_json_str(stdout, data);
         printf(", \"temperature\": %g, \"alpha\": %g, \"epochs\": %d, \"batch\": %d, \"optimizer\": ", d.temperature,
                d.alpha, o->epochs, o->batch);
-        json_str(stdout, o->optimizer);
+        cli_json_str(stdout, o->optimizer);
         printf(", \"lr\": %g, \"schedule\": ", o->lr);
-        json_str(stdout, o->schedule);
+        cli_json_str(stdout, o->schedule);
         printf(", \"teacher_params\": %lld, \"params\": %lld, \"steps\": %lld, \"final_loss\": %.6f, \"seconds\": %.3f, "
                "\"items_per_s\": %.1f",
                (long long)sh_graph_param_count(t), (long long)sh_graph_param_count(g), (long long)rep.steps,
                rep.final_loss, rep.seconds, rep.items_per_s);
         if (va) printf(", \"%s\": %.6f", tr->kind == 2 ? "val_nll" : "val_accuracy", rep.val_metric);
         printf(", \"output\": ");
-        json_str(stdout, out);
+        cli_json_str(stdout, out);
         printf("}\n");
     } else {
         printf("distilled %s into %s: %lld steps in %.1f s, final loss %.4f", teacher, student, (long long)rep.steps,
@@ -462,9 +451,9 @@ int cmd_quantize_qat(int argc, char **argv)
     }
     if (json) {
         printf("{\"input\": ");
-        json_str(stdout, in);
+        cli_json_str(stdout, in);
         printf(", \"output\": ");
-        json_str(stdout, out);
+        cli_json_str(stdout, out);
         printf(", \"qat_epochs\": %lld, \"bits\": %lld, \"act_bits\": %lld, \"granularity\": \"%s\", \"teacher\": %s, "
                "\"mse_init\": %d, \"steps\": %lld, \"seconds\": %.3f, \"layers\": %d",
                (long long)epochs, (long long)bits, (long long)act_bits, q.per_tensor ? "tensor" : "channel",

@@ -34,18 +34,6 @@ static const char *usage_text =
     "  shrink eval stories260K.bin --data text:stories.txt --tokenizer tok512.bin --json\n"
     "\n" CLI_EXIT_CODES;
 
-static void json_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-        else if (*p == '\n') fputs("\\n", f);
-        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-        else fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
 static void progress_cb(void *ctx, int64_t done, int64_t total)
 {
     cli_progress *p = ctx;
@@ -136,9 +124,9 @@ int cmd_eval(int argc, char **argv)
     char b1[64], b2[64];
     if (json) {
         printf("{\"model\":");
-        json_str(stdout, path);
+        cli_json_str(stdout, path);
         printf(",\"data\":");
-        json_str(stdout, use_spec);
+        cli_json_str(stdout, use_spec);
         printf(",\"kind\":\"%s\",\"n\":%lld", r.kind == 1 ? "classification" : "language_model", (long long)r.n);
         if (r.kind == 1) printf(",\"accuracy\":%.6f,\"correct\":%lld", r.accuracy, (long long)r.correct);
         else printf(",\"nll\":%.6f,\"ppl\":%.6f", r.nll, r.ppl);

@@ -56,20 +56,6 @@ static void on_piece(const char *piece, void *ud)
     s->n += l;
 }
 
-static void json_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-        else if (*p == '\n') fputs("\\n", f);
-        else if (*p == '\t') fputs("\\t", f);
-        else if (*p == '\r') fputs("\\r", f);
-        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-        else fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
 int cmd_generate(int argc, char **argv)
 {
     const char *cmd = "generate", *model = NULL, *tokp = NULL, *prompt = "";
@@ -133,7 +119,7 @@ int cmd_generate(int argc, char **argv)
         code = cli_fail(cmd, &err);
     } else if (json) {
         printf("{\"text\": ");
-        json_str(stdout, s.buf ? s.buf : "");
+        cli_json_str(stdout, s.buf ? s.buf : "");
         printf(", \"prompt_tokens\": %d, \"generated_tokens\": %d, \"prefill_seconds\": %.6f, "
                "\"gen_seconds\": %.6f, \"tokens_per_s\": %.2f}\n",
                st.prompt_tokens, st.generated_tokens, st.prefill_seconds, st.gen_seconds, st.tokens_per_s);

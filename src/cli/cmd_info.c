@@ -23,18 +23,6 @@ static const char *usage_text =
     "  shrink info out/cnn.onnx\n"
     "\n" CLI_EXIT_CODES;
 
-static void json_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-        else if (*p == '\n') fputs("\\n", f);
-        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-        else fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
 /* "[N,1,28,28]" with -1 shown as N (first dim) or ? */
 static char *shape_txt(int ndim, const int64_t *shape, char *buf, size_t n)
 {
@@ -298,11 +286,11 @@ int cmd_info(int argc, char **argv)
 
     if (json) {
         printf("{\"model\":");
-        json_str(stdout, path);
+        cli_json_str(stdout, path);
         printf(",\"format\":");
-        json_str(stdout, model_format(path));
+        cli_json_str(stdout, model_format(path));
         printf(",\"kind\":");
-        json_str(stdout, kind);
+        cli_json_str(stdout, kind);
         printf(",\"opset\":%lld,\"file_bytes\":%lld,\"params\":%lld,\"param_bytes\":%lld,\"flops\":%.0f,\"nodes\":%d",
                (long long)g->opset, (long long)file_bytes, (long long)tot_params, (long long)tot_bytes, tot_flops,
                g->n_nodes);
@@ -312,9 +300,9 @@ int cmd_info(int argc, char **argv)
             for (int i = 0; i < cnt; i++) {
                 const sh_value *v = &decl[io ? nin + i : i];
                 printf("%s{\"name\":", i ? "," : "");
-                json_str(stdout, v->name);
+                cli_json_str(stdout, v->name);
                 printf(",\"format\":");
-                json_str(stdout, sh_format_get(v->fmt) ? sh_format_get(v->fmt)->name : "?");
+                cli_json_str(stdout, sh_format_get(v->fmt) ? sh_format_get(v->fmt)->name : "?");
                 printf(",\"shape\":");
                 json_shape(stdout, v->ndim, v->shape);
                 printf("}");
@@ -326,9 +314,9 @@ int cmd_info(int argc, char **argv)
             const sh_node *n = &g->nodes[k];
             const sh_value *y = n->n_out > 0 && n->out[0] >= 0 ? &g->values[n->out[0]] : NULL;
             printf("%s{\"name\":", k ? "," : "");
-            json_str(stdout, n->name);
+            cli_json_str(stdout, n->name);
             printf(",\"op\":");
-            json_str(stdout, n->op);
+            cli_json_str(stdout, n->op);
             printf(",\"shape\":");
             if (y && irc == SH_OK) {
                 dyn_shape(y, dyn[n->out[0]], ys);
@@ -342,20 +330,20 @@ int cmd_info(int argc, char **argv)
         printf("],\"ops\":{");
         for (int o = 0; o < n_ops; o++) {
             printf("%s", o ? "," : "");
-            json_str(stdout, ops[o].op);
+            cli_json_str(stdout, ops[o].op);
             printf(":%d", ops[o].count);
         }
         printf("},\"meta\":{");
         for (int i = 0; i < g->n_meta; i++) {
             printf("%s", i ? "," : "");
-            json_str(stdout, g->meta_keys[i]);
+            cli_json_str(stdout, g->meta_keys[i]);
             printf(":");
-            json_str(stdout, g->meta_vals[i]);
+            cli_json_str(stdout, g->meta_vals[i]);
         }
         printf("}");
         if (irc != SH_OK) {
             printf(",\"error\":");
-            json_str(stdout, ierr.msg);
+            cli_json_str(stdout, ierr.msg);
         }
         printf("}\n");
     } else {

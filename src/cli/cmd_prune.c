@@ -98,18 +98,6 @@ static int name_in_list(const char *list, const char *s)
     return 0;
 }
 
-static void json_str(const char *s)
-{
-    putchar('"');
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') printf("\\%c", c);
-        else if (c < 0x20) printf("\\u%04x", c);
-        else putchar(c);
-    }
-    putchar('"');
-}
-
 static void json_shape(int nd, const int64_t *s)
 {
     putchar('[');
@@ -399,17 +387,17 @@ int cmd_prune(int argc, char **argv)
     double sp_a = w_after ? (double)r.zeros_after / (double)w_after : 0;
     if (json) {
         printf("{\"input\": ");
-        json_str(in);
+        cli_json_str(stdout, in);
         printf(", \"output\": ");
-        json_str(out);
+        cli_json_str(stdout, out);
         printf(", \"mode\": \"%s\", \"method\": \"%s\", \"layers\": [", structured ? structured : o.m ? "nm" : "unstructured",
                method);
         for (int i = 0; i < r.n_layers; i++) {
             const sh_prune_layer *l = &r.layers[i];
             printf("%s{\"name\": ", i ? ", " : "");
-            json_str(l->name);
+            cli_json_str(stdout, l->name);
             printf(", \"op\": ");
-            json_str(l->op);
+            cli_json_str(stdout, l->op);
             printf(", \"shape_before\": ");
             json_shape(l->ndim_before, l->shape_before);
             printf(", \"shape_after\": ");
@@ -418,7 +406,7 @@ int cmd_prune(int argc, char **argv)
                    "\"sparsity_after\": %.6f, \"pruned\": %s, \"note\": ",
                    (long long)l->params_before, (long long)l->params_after, l->sparsity_before, l->sparsity_after,
                    l->pruned ? "true" : "false");
-            json_str(l->note);
+            cli_json_str(stdout, l->note);
             putchar('}');
         }
         printf("], \"params_before\": %lld, \"params_after\": %lld, \"bytes_before\": %lld, \"bytes_after\": %lld, "
@@ -434,14 +422,14 @@ int cmd_prune(int argc, char **argv)
             for (int i = 0; i < sr.n_layers; i++) {
                 const sh_sparsify_layer *l = &sr.layers[i];
                 printf("%s{\"name\": ", i ? ", " : "");
-                json_str(l->name);
+                cli_json_str(stdout, l->name);
                 printf(", \"shape\": [%lld, %lld], \"sparsity\": %.6f, \"format\": \"%s\", \"bytes_before\": %lld, "
                        "\"bytes_after\": %lld, \"dense_ms\": %.6f, \"sparse_ms\": %.6f, \"dense_ms_batch\": %.6f, "
                        "\"sparse_ms_batch\": %.6f, \"note\": ",
                        (long long)l->rows, (long long)l->cols, l->sparsity, sh_format_get(l->fmt)->name,
                        (long long)l->bytes_before, (long long)l->bytes_after, l->dense_ms, l->sparse_ms, l->dense_ms_b,
                        l->sparse_ms_b);
-                json_str(l->note);
+                cli_json_str(stdout, l->note);
                 putchar('}');
             }
             printf("]}");

@@ -70,18 +70,6 @@ static void usage(FILE *f)
             "\n" CLI_EXIT_CODES);
 }
 
-static void json_str(const char *s)
-{
-    putchar('"');
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') printf("\\%c", c);
-        else if (c < 0x20) printf("\\u%04x", c);
-        else putchar(c);
-    }
-    putchar('"');
-}
-
 static int wants_int8(int argc, char **argv);
 static int cmd_quantize_int8(int argc, char **argv);
 
@@ -221,21 +209,21 @@ int cmd_quantize(int argc, char **argv)
     const char *fname = sh_format_get((sh_format)sh_quant_format(o.bits, o.scheme, NULL))->name;
     if (json) {
         printf("{\"input\": ");
-        json_str(in);
+        cli_json_str(stdout, in);
         printf(", \"output\": ");
-        json_str(out);
+        cli_json_str(stdout, out);
         printf(", \"mode\": \"weight\", \"bits\": %d, \"format\": \"%s\", \"layers\": [", o.bits, fname);
         for (int i = 0; i < r.n_layers; i++) {
             const sh_quant_layer *l = &r.layers[i];
             printf("%s{\"name\": ", i ? ", " : "");
-            json_str(l->name);
+            cli_json_str(stdout, l->name);
             printf(", \"weight\": ");
-            json_str(l->weight);
+            cli_json_str(stdout, l->weight);
             printf(", \"shape\": [%lld, %lld], \"format\": \"%s\", \"bytes_before\": %lld, \"bytes_after\": %lld, "
                    "\"max_abs_err\": %.9g, \"mean_abs_err\": %.9g, \"note\": ",
                    (long long)l->rows, (long long)l->cols, sh_format_get(l->fmt)->name, (long long)l->bytes_before,
                    (long long)l->bytes_after, l->max_err, l->mean_err);
-            json_str(l->note);
+            cli_json_str(stdout, l->note);
             putchar('}');
         }
         printf("], \"quantized_layers\": %d, \"bytes_before\": %lld, \"bytes_after\": %lld, \"seconds\": %.3f}\n", nq,
@@ -415,18 +403,18 @@ static int cmd_quantize_int8(int argc, char **argv)
     const char *gname = o.granularity == SH_QGRAN_TENSOR ? "tensor" : "channel";
     if (json) {
         printf("{\"input\": ");
-        json_str(in);
+        cli_json_str(stdout, in);
         printf(", \"output\": ");
-        json_str(out);
+        cli_json_str(stdout, out);
         printf(", \"mode\": \"%s\", \"bits\": 8, \"granularity\": \"%s\"", mode, gname);
         if (stat) printf(", \"method\": \"%s\", \"calib_items\": %lld", mdesc, (long long)r.calib_items);
         printf(", \"layers\": [");
         for (int i = 0; i < r.n_layers; i++) {
             const sh_quant_layer *l = &r.layers[i];
             printf("%s{\"name\": ", i ? ", " : "");
-            json_str(l->name);
+            cli_json_str(stdout, l->name);
             printf(", \"weight\": ");
-            json_str(l->weight);
+            cli_json_str(stdout, l->weight);
             printf(", \"shape\": [%lld, %lld], \"format\": \"%s\", \"bytes_before\": %lld, \"bytes_after\": %lld, "
                    "\"max_abs_err\": %.9g, \"mean_abs_err\": %.9g",
                    (long long)l->rows, (long long)l->cols, l->fmt == SH_I8 ? "int8" : "f32",
@@ -435,7 +423,7 @@ static int cmd_quantize_int8(int argc, char **argv)
                 printf(", \"input_range\": [%.9g, %.9g], \"output_range\": [%.9g, %.9g]", l->act_in_lo, l->act_in_hi,
                        l->act_out_lo, l->act_out_hi);
             printf(", \"note\": ");
-            json_str(l->note);
+            cli_json_str(stdout, l->note);
             putchar('}');
         }
         printf("], \"quantized_layers\": %d, \"bytes_before\": %lld, \"bytes_after\": %lld, \"seconds\": %.3f}\n", nq,

@@ -42,18 +42,6 @@ static void usage(FILE *f)
             "\n" CLI_EXIT_CODES);
 }
 
-static void json_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
-    }
-    fputc('"', f);
-}
-
 static int file_exists(const char *p)
 {
     struct stat st;
@@ -251,7 +239,7 @@ int cmd_run(int argc, char **argv)
     }
     if (json) {
         printf("{\"model\": ");
-        json_str(stdout, model);
+        cli_json_str(stdout, model);
         printf(", \"seconds\": %.6f, \"outputs\": [", secs);
     }
     for (int i = 0; i < n_out; i++) {
@@ -287,13 +275,13 @@ int cmd_run(int argc, char **argv)
         sh_shape_str(t->ndim, t->shape, shp, sizeof shp);
         if (json) {
             printf("%s{\"name\": ", i ? ", " : "");
-            json_str(stdout, name);
+            cli_json_str(stdout, name);
             printf(", \"format\": \"%s\", \"shape\": [", sh_format_get(t->fmt)->name);
             for (int d = 0; d < t->ndim; d++) printf("%s%lld", d ? ", " : "", (long long)t->shape[d]);
             printf("]");
             if (outdir) {
                 printf(", \"file\": ");
-                json_str(stdout, path);
+                cli_json_str(stdout, path);
             }
             if (expect) {
                 printf(", \"max_error\": ");
@@ -302,7 +290,7 @@ int cmd_run(int argc, char **argv)
                 printf(", \"ok\": %s", ok ? "true" : "false");
                 if (!ok) {
                     printf(", \"error\": ");
-                    json_str(stdout, why);
+                    cli_json_str(stdout, why);
                 }
             }
             printf("}");

@@ -89,17 +89,6 @@ static void progress_cb(void *ctx, int epoch, int64_t step, int64_t total, doubl
     fflush(stderr);
 }
 
-static void json_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (const unsigned char *q = (const unsigned char *)(s ? s : ""); *q; q++) {
-        if (*q == '"' || *q == '\\') fprintf(f, "\\%c", *q);
-        else if (*q < 0x20) fprintf(f, "\\u%04x", *q);
-        else fputc(*q, f);
-    }
-    fputc('"', f);
-}
-
 int cmd_train(int argc, char **argv)
 {
     const char *C = "train";
@@ -175,19 +164,19 @@ int cmd_train(int argc, char **argv)
     }
     if (json) {
         printf("{\"model\": ");
-        json_str(stdout, model);
+        cli_json_str(stdout, model);
         printf(", \"data\": ");
-        json_str(stdout, data);
+        cli_json_str(stdout, data);
         printf(", \"epochs\": %d, \"batch\": %d, \"accum\": %d, \"optimizer\": ", o.epochs, o.batch, o.accum);
-        json_str(stdout, o.optimizer);
+        cli_json_str(stdout, o.optimizer);
         printf(", \"lr\": %g, \"schedule\": ", o.lr);
-        json_str(stdout, o.schedule);
+        cli_json_str(stdout, o.schedule);
         printf(", \"params\": %lld, \"steps\": %lld, \"final_loss\": %.6f, \"seconds\": %.3f, \"items_per_s\": %.1f",
                (long long)sh_graph_param_count(g), (long long)rep.steps, rep.final_loss, rep.seconds, rep.items_per_s);
         if (va) printf(", \"%s\": %.6f", tr->kind == 2 ? "val_nll" : "val_accuracy", rep.val_metric);
         if (out) {
             printf(", \"output\": ");
-            json_str(stdout, out);
+            cli_json_str(stdout, out);
         }
         printf("}\n");
     } else {
