@@ -89,6 +89,9 @@ int sh_qgemm(const void *A, int a_signed, int64_t M, int64_t lda, const sh_qgemm
      * little there and gives latency spikes of milliseconds when the other
      * core is busy */
     int par = nt > 1 && (double)M * (double)N * (double)B->K >= 8388608.0;
+    /* ... except a weight of 1 MiB and more (a transformer's decode GEMV):
+     * streaming it is memory-bound, and two cores stream more than one */
+    if (nt > 1 && (double)N * (double)B->K >= 1048576.0) par = 1;
     if (level == SH_CPU_REF) {
         int64_t rows = 16, tr = (M + rows - 1) / rows;
         if (!par || tr < 2) {
