@@ -668,3 +668,49 @@ TEST(qlinear_add_s8)
     sh_graph_free(g);
     for (int i = 0; i < 8; i++) sh_tensor_free(t[i]);
 }
+
+/* u8 2x2 stride-2 MaxPool (ops/pool.c: 8 or 4 outputs per SIMD step, the
+ * last step overlapping, a scalar loop below 4 outputs) against the scalar
+ * max, for widths 4 .. 31 (odd ones drop the last column) and odd heights */
+TEST(qlinear_u8_maxpool_widths)
+{
+    static const int hw[][2] = {{28, 28}, {14, 14}, {7, 7}, {9, 9}, {5, 30}, {3, 31}, {6, 16}, {4, 17}, {11, 8}, {2, 4}};
+    for (size_t ci = 0; ci < sizeof hw / sizeof hw[0]; ci++) {
+        int H = hw[ci][0], W = hw[ci][1], C = 3, OH = H / 2, OW = W / 2;
+        sh_error err = {0};
+        sh_graph *g = sh_graph_new("pool");
+        sh_graph_add_input(g, "x", SH_U8, 4, (int64_t[]){1, C, H, W}, &err);
+        int k = add_node(g, "MaxPool", "pool", 1, (const char *[]){"x"}, "y");
+        sh_node_set_ints(g, k, "kernel_shape", 2, (int64_t[]){2, 2});
+        sh_node_set_ints(g, k, "strides", 2, (int64_t[]){2, 2});
+        sh_graph_mark_output(g, "y", &err);
+        sh_tensor *x = sh_tensor_new(SH_U8, 4, (int64_t[]){1, C, H, W}, &err);
+        uint32_t s = 77u + (uint32_t)ci;
+        for (int i = 0; i < C * H * W; i++) {
+            s = s * 1664525u + 1013904223u;
+            ((uint8_t *)x->data)[i] = (uint8_t)(s >> 24);
+        }
+        sh_tensor *y[1] = {0};
+        CHECK_OK(run_all(g, x, y, 1, &err), &err);
+        if (y[0]) {
+            CHECK(y[0]->fmt == SH_U8 && y[0]->shape[2] == OH && y[0]->shape[3] == OW);
+            const uint8_t *xv = x->data, *yv = y[0]->data;
+            int bad = 0;
+            for (int c = 0; c < C; c++)
+                for (int i = 0; i < OH; i++)
+                    for (int j = 0; j < OW; j++) {
+                        int m = 0;
+                        for (int a = 0; a < 2; a++)
+                            for (int b = 0; b < 2; b++) {
+                                int v = xv[(c * H + 2 * i + a) * W + 2 * j + b];
+                                m = v > m ? v : m;
+                            }
+                        bad += yv[(c * OH + i) * OW + j] != m;
+                    }
+            CHECK_MSG(bad == 0, "%dx%d: %d outputs differ", H, W, bad);
+        }
+        sh_tensor_free(y[0]);
+        sh_tensor_free(x);
+        sh_graph_free(g);
+    }
+}
