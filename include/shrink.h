@@ -90,6 +90,11 @@ typedef enum sh_format {
      * "q4_0_g64" ... (quant_formats.h); the kernels run them as 32-blocks */
     SH_Q4_0_G64, SH_Q4_1_G64, SH_Q8_0_G64, SH_Q3_0_G64, SH_Q2_1_G64, SH_LOG4_G64,
     SH_Q4_0_G128, SH_Q4_1_G128, SH_Q8_0_G128, SH_Q3_0_G128, SH_Q2_1_G128, SH_LOG4_G128,
+    /* one f32 scale (and min) per output row ("q4_0_ch" ...) or for the whole
+     * tensor ("q4_0_t" ...): packed whole-tensor buffers [N, K] (header, f32
+     * scales, codes at their real size; quant_formats.h sh_qrows_*) */
+    SH_Q4_0_CH, SH_Q4_1_CH, SH_Q8_0_CH, SH_Q3_0_CH, SH_Q2_1_CH, SH_LOG4_CH,
+    SH_Q4_0_T, SH_Q4_1_T, SH_Q8_0_T, SH_Q3_0_T, SH_Q2_1_T, SH_LOG4_T,
     SH_FORMAT_COUNT
 } sh_format;
 
@@ -1129,6 +1134,10 @@ typedef struct sh_quant_opts {
     int gptq;              /* GPTQ rounding with the calibration Hessian */
     double gptq_damp;      /* fraction of mean diag(H) added (0: 0.01) */
     int awq;               /* activation-aware per-channel scaling */
+    double smooth;         /* dynamic / static int8: SmoothQuant alpha in (0, 1)
+                              (0: off): outlier channels of the activations
+                              that norms feed into linear layers are scaled
+                              into the weights (src/compress/smoothquant.c) */
     int bias_correction;   /* correct the output mean shift of quantized convs */
     /* mixed precision: "name=bits,name=bits" overrides per layer (0 = f32) */
     const char *layer_bits;
@@ -1157,10 +1166,22 @@ typedef struct sh_quant_report {
     int mode, calib_method;
     double percentile;
     int64_t calib_items;
+    int smoothed_norms;   /* norms whose outputs SmoothQuant rescaled */
 } sh_quant_report;
 void sh_quant_report_free(sh_quant_report *r);
 /* Format for bits / scheme (see above), or -1 with err set. */
 int sh_quant_format(int bits, int scheme, sh_error *err);
+/* Per-channel / per-tensor rows (formats q4_0_ch ... log4_ch, q4_0_t ...
+ * log4_t; layout in src/core/quant_formats.h): a [rows, cols] weight (cols a
+ * multiple of 32) with one f32 scale (and min) per row or per tensor and the
+ * codes packed at their real size (4-bit: 2 per byte, 3-bit: 12 bytes per
+ * 32, 2-bit: 4 per byte).  sh_qrows_quantize rounds w to nearest (the base
+ * format's rule over each row / the whole tensor); sh_qrows_wrap validates a
+ * buffer read from a file and wraps it (takes ownership of malloc'd data
+ * when owns); sh_qrows_bytes is the buffer size (0 for a bad format/shape). */
+int sh_qrows_quantize(sh_format f, const float *w, int64_t rows, int64_t cols, sh_tensor **out, sh_error *err);
+int sh_qrows_wrap(void *data, size_t nbytes, int owns, sh_tensor **out, sh_error *err);
+size_t sh_qrows_bytes(sh_format f, int64_t rows, int64_t cols);
 /* Returns a quantized copy of g (g is not changed); rep may be NULL. */
 int sh_quantize_weights(const sh_graph *g, const sh_quant_opts *o, sh_graph **out, sh_quant_report *rep,
                         sh_error *err);

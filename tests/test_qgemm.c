@@ -272,3 +272,117 @@ TEST(qgemm_compute_traits)
     }
     CHECK(sh_qcompute_get(SH_F32) == NULL && sh_qcompute_get(SH_I8) == NULL);
 }
+
+/* ---- one scale per 64 / 128 / row / tensor: prepared weights at their own
+ * size, every level and the portable reader of the packed layout against the
+ * exact dot of the dequantized weight with the q8_0 activations */
+static void grouped_case(sh_format f, int M, int N, int K, int nthreads)
+{
+    const sh_format_traits *ft = sh_format_get(f);
+    float *wf = malloc((size_t)N * K * 4), *x = malloc((size_t)M * K * 4), *bias = malloc(N * 4);
+    for (int i = 0; i < N * K; i++)
+        wf[i] = frand() * (1.0f + (float)((i / K) % 5)) + ((i / 32) % 4 == 1 ? 0.7f : 0.0f);
+    for (int i = 0; i < M * K; i++) x[i] = frand() * 2.0f;
+    for (int n = 0; n < N; n++) bias[n] = frand();
+    sh_error err = {0};
+    sh_tensor *t = NULL;
+    const void *w;
+    size_t file_bytes;
+    unsigned char *wg = NULL;
+    if (ft->packed) {
+        CHECK_OK(sh_qrows_quantize(f, wf, N, K, &t, &err), &err);
+        if (!t) return;
+        w = t->data;
+        file_bytes = t->nbytes;
+    } else {
+        size_t rb = sh_format_bytes(f, K);
+        wg = malloc(rb * N);
+        for (int n = 0; n < N; n++) ft->from_f32(wf + (size_t)n * K, wg + rb * n, K);
+        w = wg;
+        file_bytes = rb * N;
+    }
+    float *deq = malloc((size_t)N * K * 4);
+    if (t) sh_qtensor_to_f32(t, deq, &err);
+    else
+        for (int n = 0; n < N; n++) ft->to_f32(wg + sh_format_bytes(f, K) * n, deq + (size_t)n * K, K);
+    float *xd = malloc((size_t)M * K * 4);
+    unsigned char *xq = malloc(sh_format_bytes(SH_Q8_0, K));
+    for (int m = 0; m < M; m++) {
+        sh_q8_0_from_f32(x + (size_t)m * K, xq, K);
+        sh_q8_0_to_f32(xq, xd + (size_t)m * K, K);
+    }
+    int lv[3], nl = levels(lv), ny = 0, lvy[8];
+    float *y[8];
+    for (int l = 0; l < nl; l++) {
+        sh_qweight *qw = NULL;
+        CHECK_OK(sh_qweight_new(w, f, N, K, lv[l], &qw, &err), &err);
+        if (!qw) break;
+        if (qw->packed) {
+            /* memory: the file's bytes (codes + one scale per group), plus 16-row padding */
+            size_t pad_rows = (size_t)((N + 15) / 16 * 16);
+            int bits = qw->cb / 64;
+            size_t scales = (size_t)(qw->hdr / 16) * pad_rows * (size_t)(K / 32 / qw->gblk);
+            CHECK(qw->bytes == pad_rows * (size_t)K * bits / 8 + scales);
+            if (N % 16 == 0 && ft->packed) CHECK(qw->bytes <= file_bytes);
+            if (N % 16 == 0 && !ft->packed) CHECK(qw->bytes == file_bytes);
+        }
+        y[ny] = malloc((size_t)M * N * 4);
+        lvy[ny] = lv[l];
+        CHECK_OK(sh_qweight_matmul(x, M, qw, bias, y[ny++], nthreads, &err), &err);
+        if (qw->packed) {
+            setenv("SHRINK_CPU", "ref", 1);
+            y[ny] = malloc((size_t)M * N * 4);
+            lvy[ny] = SH_CPU_REF;
+            CHECK_OK(sh_qweight_matmul(x, M, qw, bias, y[ny++], nthreads, &err), &err);
+            unsetenv("SHRINK_CPU");
+        }
+        sh_qweight_free(qw);
+    }
+    int bad = 0;
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            double want = bias[n], mag = fabs(bias[n]);
+            for (int k = 0; k < K; k++) {
+                want += (double)deq[(size_t)n * K + k] * xd[(size_t)m * K + k];
+                mag += fabs((double)deq[(size_t)n * K + k] * xd[(size_t)m * K + k]);
+            }
+            for (int l = 0; l < ny; l++) {
+                double got = y[l][m * N + n], tol = 2e-5 * mag + 1e-5;
+                if (!(fabs(got - want) <= tol) && bad++ < 4)
+                    sh_test_fail(__FILE__, __LINE__, "%s case %d (level %s) M%d N%d K%d: y[%d,%d] = %.7g, want %.7g (tol %.3g)",
+                                 ft->name, l, sh_cpu_level_name(lvy[l]), M, N, K, m, n, got, want, tol);
+            }
+        }
+    for (int l = 0; l < ny; l++) free(y[l]);
+    sh_tensor_free(t);
+    free(wg); free(wf); free(x); free(bias); free(deq); free(xd); free(xq);
+}
+
+TEST(qgemm_grouped_rows_paths)
+{
+    sh_format base[] = {SH_Q4_0, SH_Q4_1, SH_Q8_0, SH_Q3_0, SH_Q2_1, SH_LOG4};
+    int shapes[][3] = {{1, 1, 128}, {1, 7, 256}, {3, 67, 384}, {2, 32, 128}, {5, 9, 128 * 5}};
+    for (int i = 0; i < 6; i++) {
+        sh_format fs[4] = {(sh_format)sh_qgroup_format(base[i], 64), (sh_format)sh_qgroup_format(base[i], 128),
+                           (sh_format)sh_qrows_format(base[i], 0), (sh_format)sh_qrows_format(base[i], 1)};
+        for (int j = 0; j < 4; j++)
+            for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+                grouped_case(fs[j], shapes[s][0], shapes[s][1], shapes[s][2], 1 + (int)(s & 1));
+    }
+}
+
+/* a _ch weight whose header disagrees with the shape is refused */
+TEST(qgemm_rows_bad_header)
+{
+    float wf[64 * 4];
+    for (int i = 0; i < 256; i++) wf[i] = frand();
+    sh_tensor *t = NULL;
+    sh_error err = {0};
+    CHECK_OK(sh_qrows_quantize(SH_Q4_0_CH, wf, 4, 64, &t, &err), &err);
+    if (!t) return;
+    sh_qweight *qw = NULL;
+    CHECK(sh_qweight_new(t->data, SH_Q4_0_CH, 4, 32, -1, &qw, &err) == SH_EFORMAT && !qw);
+    CHECK(sh_qweight_new(t->data, SH_Q4_0_T, 4, 64, -1, &qw, &err) == SH_EFORMAT && !qw);
+    CHECK(sh_qweight_new(t->data, SH_Q4_0_CH, 4, 48, -1, &qw, &err) == SH_ESHAPE && !qw);
+    sh_tensor_free(t);
+}

@@ -276,3 +276,183 @@ TEST(cpu_features_and_level)
     CHECK(sh_cpu_level() == best);
     CHECK(strcmp(sh_cpu_level_name(SH_CPU_LEVEL_AVX512), "avx512") == 0);
 }
+
+/* ---- per-channel / per-tensor rows (q4_0_ch ... log4_t) ----------------- */
+
+/* allowed |x - q(x)| for base format b with scale d, min m, over a row /
+ * tensor whose minimum is lo */
+static double row_bound(sh_format b, float d, float m, float lo, float x)
+{
+    d = fabsf(d);
+    switch (b) {
+    case SH_Q4_0: case SH_Q3_0: {
+        int half = b == SH_Q4_0 ? 8 : 4;
+        if (fabsf(x) > (half - 0.5f) * d) return fmax(d, fabsf(x) - (half - 1) * d) * (1 + 1e-5);
+        return 0.5 * d * (1 + 1e-5) + 1e-30;
+    }
+    case SH_Q8_0: return fmax(0.5 * d, fabs(x) - 127 * d) * (1 + 1e-5) + 1e-30;
+    case SH_Q4_1: case SH_Q2_1: return 0.5 * d * (1 + 1e-5) + fabs(m - lo) + 1e-6 * fabsf(x);
+    default: { /* log4: the nearest power of two of d (or 0) */
+        double bb = fabs(x) / 3.0 > d / 128.0 ? fabs(x) / 3.0 : d / 128.0;
+        return bb * (1 + 1e-5) + 1e-6 * d;
+    }
+    }
+}
+
+static void qrows_case(sh_format f, int64_t R, int64_t K)
+{
+    int pt;
+    int b = sh_qrows_base(f, &pt);
+    CHECK(b >= 0);
+    const sh_format_traits *ft = sh_format_get(f);
+    CHECK(ft && ft->packed && ft->is_quantized && ft->to_f32 && !ft->from_f32);
+    float *w = malloc(sizeof(float) * (size_t)(R * K)), *y = malloc(sizeof(float) * (size_t)(R * K));
+    for (int64_t r = 0; r < R; r++) {
+        float mag = powf(10.0f, (float)(r % 5) - 2.0f); /* rows of 1e-2 .. 1e2 */
+        for (int64_t k = 0; k < K; k++) w[r * K + k] = frand() * mag + (r % 3 == 1 ? 0.4f * mag : 0.0f);
+    }
+    w[0] = 0.0f;
+    sh_error err = {0};
+    sh_tensor *t = NULL;
+    CHECK_OK(sh_qrows_quantize(f, w, R, K, &t, &err), &err);
+    if (!t) { free(w); free(y); return; }
+    CHECK(t->fmt == f && t->ndim == 2 && t->shape[0] == R && t->shape[1] == K);
+    /* exact bytes: header 64, f32 scales (and mins) 64-aligned, codes */
+    int asym = b == SH_Q4_1 || b == SH_Q2_1, bits = b == SH_Q8_0 ? 8 : b == SH_Q3_0 ? 3 : b == SH_Q2_1 ? 2 : 4;
+    int64_t ns = pt ? 1 : R, sb = (64 + ns * 4 * (asym ? 2 : 1) + 63) / 64 * 64;
+    CHECK(t->nbytes == (size_t)(sb + R * K * bits / 8));
+    CHECK(sh_qrows_bytes(f, R, K) == t->nbytes);
+    CHECK_OK(sh_qrows_validate(t->data, t->nbytes, &err), &err);
+    CHECK_OK(sh_qtensor_to_f32(t, y, &err), &err);
+    float lo_t = INFINITY;
+    for (int64_t i = 0; i < R * K; i++) lo_t = fminf(lo_t, w[i]);
+    int bad = 0;
+    for (int64_t r = 0; r < R; r++) {
+        float m, d = sh_qrows_scale(t->data, r, &m), lo = INFINITY;
+        for (int64_t k = 0; k < K; k++) lo = fminf(lo, w[r * K + k]);
+        if (pt) lo = lo_t;
+        for (int64_t k = 0; k < K; k++) {
+            float x = w[r * K + k];
+            double e = fabs((double)x - y[r * K + k]), bd = row_bound((sh_format)b, d, m, lo, x);
+            if (!(e <= bd) && bad++ < 3)
+                sh_test_fail(__FILE__, __LINE__, "%s [%lld,%lld]: w[%lld,%lld] = %.9g -> %.9g, err %.3g > %.3g", ft->name,
+                             (long long)R, (long long)K, (long long)r, (long long)k, x, y[r * K + k], e, bd);
+        }
+    }
+    /* the first n values only (format-table contract) */
+    float part[40];
+    ft->to_f32(t->data, part, 37);
+    for (int i = 0; i < 37 && i < R * K; i++) CHECK(part[i] == y[i]);
+    /* the same scale / codes rebuild the same bytes; wrap of a copy */
+    void *cp = malloc(t->nbytes);
+    memcpy(cp, t->data, t->nbytes);
+    sh_tensor *t2 = NULL;
+    CHECK_OK(sh_qrows_wrap(cp, t->nbytes, 1, &t2, &err), &err);
+    if (t2) {
+        CHECK(t2->fmt == f && t2->shape[0] == R && t2->shape[1] == K && memcmp(t2->data, t->data, t->nbytes) == 0);
+        sh_tensor_free(t2);
+    }
+    sh_tensor *tc = sh_tensor_clone(t, &err);
+    CHECK(tc && tc->nbytes == t->nbytes && memcmp(tc->data, t->data, t->nbytes) == 0);
+    sh_tensor_free(tc);
+    sh_tensor_free(t);
+    free(w);
+    free(y);
+}
+
+TEST(qformat_rows_roundtrip)
+{
+    sh_format base[] = {SH_Q4_0, SH_Q4_1, SH_Q8_0, SH_Q3_0, SH_Q2_1, SH_LOG4};
+    const char *nm[] = {"q4_0", "q4_1", "q8_0", "q3_0", "q2_1", "log4"};
+    int64_t shapes[][2] = {{1, 32}, {5, 64}, {17, 96}, {3, 512}};
+    for (int i = 0; i < 6; i++)
+        for (int pt = 0; pt < 2; pt++) {
+            sh_format f = (sh_format)sh_qrows_format(base[i], pt);
+            char name[16];
+            snprintf(name, sizeof name, "%s_%s", nm[i], pt ? "t" : "ch");
+            CHECK(sh_format_from_name(name) == (int)f);
+            CHECK(sh_qrows_base(f, NULL) == (int)base[i]);
+            CHECK(sh_qbase_format(f, NULL) < 0 && !sh_format_is_grouped(f) && sh_format_bytes(f, 64) == 0);
+            for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) qrows_case(f, shapes[s][0], shapes[s][1]);
+        }
+    CHECK(sh_qrows_format(SH_F32, 0) == -1 && sh_qrows_base(SH_Q4_0, NULL) == -1);
+}
+
+/* bytes really shrink: a 4096 x 4096 weight */
+TEST(qformat_rows_bytes_4096)
+{
+    int64_t n = 4096;
+    CHECK(sh_qrows_bytes(SH_Q4_0_CH, n, n) == (size_t)(64 + 16384 + 8 * 1024 * 1024)); /* 8 MiB + 16 KiB f32 scales */
+    CHECK(sh_qrows_bytes(SH_Q4_0_T, n, n) == (size_t)(128 + 8 * 1024 * 1024));
+    CHECK(sh_qrows_bytes(SH_Q4_1_CH, n, n) == (size_t)(64 + 32768 + 8 * 1024 * 1024));
+    CHECK(sh_qrows_bytes(SH_Q8_0_CH, n, n) == (size_t)(64 + 16384 + 16 * 1024 * 1024));
+    CHECK(sh_qrows_bytes(SH_Q3_0_CH, n, n) == (size_t)(64 + 16384 + 6 * 1024 * 1024));
+    CHECK(sh_qrows_bytes(SH_Q2_1_CH, n, n) == (size_t)(64 + 32768 + 4 * 1024 * 1024));
+    CHECK(sh_qrows_bytes(SH_LOG4_T, n, n) == (size_t)(128 + 8 * 1024 * 1024));
+    /* against group 32 (4.5 bits) and the g128 row (4.125 bits) */
+    CHECK(sh_format_bytes(SH_Q4_0, n * n) == (size_t)(n * n / 32 * 18));
+    CHECK(sh_format_bytes(SH_Q4_0_G128, n * n) == (size_t)(n * n / 128 * 66));
+    CHECK(sh_qrows_bytes(SH_Q4_0_CH, n, 33) == 0 && sh_qrows_bytes(SH_Q4_0, n, n) == 0);
+}
+
+/* known values: codes, f32 scales kept exactly, log4 powers of two */
+TEST(qformat_rows_known_values)
+{
+    float w[2 * 32];
+    for (int i = 0; i < 32; i++) w[i] = (float)(i - 16) * 0.1f, w[32 + i] = (float)(i % 4) * 0.3f;
+    sh_qparams p[2] = {{-0.2f, 0.0f}, {0.1f, 0.0f}};
+    uint8_t u[64];
+    for (int i = 0; i < 64; i++) sh_qvalue(SH_Q4_0, &p[i / 32], w[i], &u[i]);
+    sh_tensor *t = NULL;
+    sh_error err = {0};
+    CHECK_OK(sh_qrows_pack(SH_Q4_0_CH, 2, 32, p, u, &t, &err), &err);
+    if (!t) return;
+    float m;
+    CHECK(sh_qrows_scale(t->data, 0, &m) == -0.2f && m == 0.0f && sh_qrows_scale(t->data, 1, NULL) == 0.1f);
+    /* row 1, value 0 = 0 -> u 8; value 16 -> 0 -> u 8; nibble layout as q4_0 */
+    CHECK(sh_qrows_codes(t->data, 1)[0] == 0x88);
+    float y[64];
+    sh_qtensor_to_f32(t, y, &err);
+    for (int i = 0; i < 64; i++) {
+        uint8_t uu;
+        CHECK(y[i] == sh_qvalue(SH_Q4_0, &p[i / 32], w[i], &uu)); /* exactly d * q in f32 */
+    }
+    sh_tensor_free(t);
+    float l[32] = {0};
+    l[0] = 8.0f, l[1] = -4.0f, l[2] = 1.0f, l[3] = 0.125f, l[31] = -0.5f;
+    CHECK_OK(sh_qrows_quantize(SH_LOG4_T, l, 1, 32, &t, &err), &err);
+    if (!t) return;
+    sh_qtensor_to_f32(t, y, &err);
+    for (int i = 0; i < 32; i++) CHECK(y[i] == l[i]);
+    sh_tensor_free(t);
+}
+
+TEST(qformat_rows_bad_buffers)
+{
+    float w[4 * 64];
+    for (int i = 0; i < 256; i++) w[i] = frand();
+    sh_tensor *t = NULL;
+    sh_error err = {0};
+    CHECK(sh_qrows_quantize(SH_Q4_0_CH, w, 4, 48, &t, &err) == SH_ESHAPE && !t);
+    CHECK(strstr(err.msg, "multiple of 32") != NULL);
+    CHECK(sh_qrows_quantize(SH_Q4_0, w, 4, 64, &t, &err) == SH_EINVAL);
+    CHECK_OK(sh_qrows_quantize(SH_Q2_1_CH, w, 4, 64, &t, &err), &err);
+    if (!t) return;
+    unsigned char *b = malloc(t->nbytes);
+    memcpy(b, t->data, t->nbytes);
+    CHECK(sh_qrows_validate(b, t->nbytes - 1, &err) == SH_EFORMAT && strstr(err.msg, "needs"));
+    CHECK(sh_qrows_validate(b, 10, &err) == SH_EFORMAT);
+    b[0] ^= 1;
+    CHECK(sh_qrows_validate(b, t->nbytes, &err) == SH_EFORMAT && strstr(err.msg, "magic"));
+    b[0] ^= 1;
+    ((sh_qrow_hdr *)b)->rows = 5; /* disagrees with the size */
+    CHECK(sh_qrows_validate(b, t->nbytes, &err) == SH_EFORMAT);
+    ((sh_qrow_hdr *)b)->rows = 4;
+    float nan = NAN;
+    memcpy(b + 64, &nan, 4);
+    CHECK(sh_qrows_validate(b, t->nbytes, &err) == SH_EFORMAT && strstr(err.msg, "finite"));
+    sh_tensor *t2 = NULL;
+    CHECK(sh_qrows_wrap(b, t->nbytes, 0, &t2, &err) == SH_EFORMAT && !t2);
+    free(b);
+    sh_tensor_free(t);
+}

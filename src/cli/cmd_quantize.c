@@ -41,6 +41,9 @@ static void usage(FILE *f)
             "  --method M             activation ranges: entropy (TensorRT KL; default: best on\n"
             "                         the Fashion-MNIST cnn) | minmax | percentile:P | mse\n"
             "  --granularity G        int8 weights: channel (default) | tensor\n"
+            "  --smooth A             SmoothQuant: scale activation outlier channels into the\n"
+            "                         weights of the layers a norm feeds (alpha A in (0,1),\n"
+            "                         e.g. 0.5; transformers)\n"
             "  --bits B               8 (q8_0, default), 4 (q4_0 / q4_1), 3 (q3_0), 2 (q2_1)\n"
             "  --scheme S             sym | asym | log (log4: 4-bit powers of two) (default:\n"
             "                         sym, asym for 2 bits)\n"
@@ -320,6 +323,9 @@ static int cmd_quantize_int8(int argc, char **argv)
             if (!(scheme = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
         } else if (!strcmp(a, "--exclude")) {
             if (!(o.exclude = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
+        } else if (!strcmp(a, "--smooth")) {
+            if (!(val = cli_arg(cmd, argc, argv, &i)) || cli_float(cmd, a, val, 1e-6, 0.999999, &o.smooth))
+                return EXIT_USAGE;
         } else if (!strcmp(a, "--calib-samples")) {
             if (!(val = cli_arg(cmd, argc, argv, &i)) || cli_int(cmd, a, val, 1, 1000000000, &samples))
                 return EXIT_USAGE;
@@ -345,8 +351,10 @@ static int cmd_quantize_int8(int argc, char **argv)
     int stat = o.mode == SH_QMODE_STATIC;
     if (stat && !calib)
         return cli_usage(cmd, "--mode static needs calibration data: --calib SPEC (e.g. fashion-mnist:train:1000)");
-    if (!stat && (calib || method))
-        return cli_usage(cmd, "--mode dynamic quantizes activations per call: no --calib / --method");
+    if (!stat && (method || (calib && o.smooth == 0.0)))
+        return cli_usage(cmd, "--mode dynamic quantizes activations per call: no --calib / --method (--calib only "
+                              "with --smooth)");
+    if (o.smooth != 0.0 && !calib) return cli_usage(cmd, "--smooth needs calibration data: --calib SPEC");
     if (bits < 2 || bits > 8) return cli_usage(cmd, "--bits %lld is outside 2-8", (long long)bits);
     if (bits != 8)
         return cli_usage(cmd, "--mode %s is int8: --bits 8 (use --mode weight for %lld-bit weights)", mode,
@@ -408,6 +416,7 @@ static int cmd_quantize_int8(int argc, char **argv)
         cli_json_str(stdout, out);
         printf(", \"mode\": \"%s\", \"bits\": 8, \"granularity\": \"%s\"", mode, gname);
         if (stat) printf(", \"method\": \"%s\", \"calib_items\": %lld", mdesc, (long long)r.calib_items);
+        if (o.smooth != 0.0) printf(", \"smooth\": %g, \"smoothed_norms\": %d", o.smooth, r.smoothed_norms);
         printf(", \"layers\": [");
         for (int i = 0; i < r.n_layers; i++) {
             const sh_quant_layer *l = &r.layers[i];
@@ -453,6 +462,7 @@ static int cmd_quantize_int8(int argc, char **argv)
                cli_bytes(r.bytes_before, b1, sizeof b1), cli_bytes(r.bytes_after, b2, sizeof b2),
                r.bytes_after ? (double)r.bytes_before / (double)r.bytes_after : 0.0, secs);
         if (stat) printf("calibration: %lld items of %s\n", (long long)r.calib_items, calib);
+        if (o.smooth != 0.0) printf("smoothquant: alpha %g on the outputs of %d norms\n", o.smooth, r.smoothed_norms);
         printf("wrote %s\n", out);
     }
     sh_quant_report_free(&r);

@@ -18,9 +18,7 @@
 
 #include "compress.h"
 
-/* Norm node producing value v with a foldable f32 weight (and bias) of K
- * values read only by it; -1 if none. */
-static int foldable_norm(const sh_graph *g, int v, int64_t K, const char **why)
+int sh_foldable_norm(const sh_graph *g, int v, int64_t K, const char **why)
 {
     int p = g->values[v].producer;
     if (p < 0) {
@@ -110,7 +108,7 @@ int sh_awq_apply(sh_graph *g, const sh_layer *L, int n, const sh_format *fmt, co
         int readers = 0;
         for (int a = 0; a < g->n_nodes; a++)
             for (int q = 0; q < g->nodes[a].n_in; q++) readers += g->nodes[a].in[q] == v;
-        int norm = foldable_norm(g, v, K, &why);
+        int norm = sh_foldable_norm(g, v, K, &why);
         if (norm >= 0 && readers != m) why = "the norm's output is also read by a layer that is not quantized", norm = -1;
         if (norm >= 0 && is_graph_output(g, v)) why = "the norm's output is a graph output", norm = -1;
         for (int q = 0; q < m && norm >= 0; q++)

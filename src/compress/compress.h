@@ -84,6 +84,7 @@ typedef struct sh_layer_stats {
     double *mean;      /* k: mean of x (bias correction) */
     double *mean_abs;  /* k: mean |x| (AWQ) */
     double *l2;        /* k: ||x||_2 over all n rows (Wanda) */
+    double *max_abs;   /* k: max |x| (SmoothQuant) */
 } sh_layer_stats;
 void sh_layer_stats_free(sh_layer_stats *s); /* frees the arrays, not s */
 
@@ -152,6 +153,18 @@ int sh_sparsegpt_layer(float *w, const sh_layer *l, const double *H, double rati
  * norm weight (and bias) <- / s.  g changes in place; fmt[i] / group[i] (0:
  * per tensor/channel) are the formats layer i will get (SH_F32: not
  * quantized), notes[i] says what was done or why not. */
+/* The RMSNorm / LayerNormalization (last axis) node producing value v,
+ * whose f32 weight (and bias) of K values only it reads, so a per-channel
+ * scale of its output can be folded into them (AWQ, SmoothQuant); -1 and
+ * *why otherwise. */
+int sh_foldable_norm(const sh_graph *g, int v, int64_t K, const char **why);
+/* SmoothQuant (smoothquant.c) on g in place, before int8 calibration: for
+ * every norm whose output only layers with qok[node] read (Gemm, transB=1),
+ * s_c = max|x_c|^alpha / max|W[:,c]|^(1-alpha) over the calibration data
+ * and those layers' weights; W[:,c] *= s_c and the norm's weight (and bias)
+ * /= s_c, so the f32 function is unchanged and the int8 activation range
+ * shrinks.  *n_norms: norms smoothed. */
+int sh_smooth_apply(sh_graph *g, const int *qok, double alpha, const sh_quant_opts *o, int *n_norms, sh_error *err);
 int sh_awq_apply(sh_graph *g, const sh_layer *L, int n, const sh_format *fmt, const int64_t *group,
                  const sh_quant_opts *o, char (*notes)[160], sh_error *err);
 

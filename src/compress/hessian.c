@@ -17,6 +17,7 @@ void sh_layer_stats_free(sh_layer_stats *s)
     free(s->mean);
     free(s->mean_abs);
     free(s->l2);
+    free(s->max_abs);
     memset(s, 0, sizeof *s);
 }
 
@@ -107,7 +108,7 @@ static int src_batch(calib_src *s, const sh_graph *g, int64_t b, sh_error *err)
 typedef struct acc {
     int64_t k, n;
     float *Hf;       /* k*k batch accumulator (f32 GEMM), flushed to H */
-    double *H, *sum, *sabs, *sq;
+    double *H, *sum, *sabs, *sq, *amax;
     float *col;      /* conv: im2col rows [OHW, k] */
     size_t col_n;
 } acc;
@@ -119,6 +120,7 @@ static void acc_free(acc *a)
     free(a->sum);
     free(a->sabs);
     free(a->sq);
+    free(a->amax);
     free(a->col);
     memset(a, 0, sizeof *a);
 }
@@ -130,11 +132,12 @@ static int acc_init(acc *a, int64_t k, int want_h, sh_error *err)
     a->sum = calloc((size_t)k, sizeof(double));
     a->sabs = calloc((size_t)k, sizeof(double));
     a->sq = calloc((size_t)k, sizeof(double));
+    a->amax = calloc((size_t)k, sizeof(double));
     if (want_h) {
         a->H = calloc((size_t)(k * k), sizeof(double));
         a->Hf = calloc((size_t)(k * k), sizeof(float));
     }
-    if (!a->sum || !a->sabs || !a->sq || (want_h && (!a->H || !a->Hf)))
+    if (!a->sum || !a->sabs || !a->sq || !a->amax || (want_h && (!a->H || !a->Hf)))
         return sh_err(err, SH_ENOMEM, "calibration: out of memory for a %lld x %lld Hessian", (long long)k,
                       (long long)k);
     return SH_OK;
@@ -150,6 +153,7 @@ static void acc_rows(acc *a, const float *x, int64_t m)
             double v = xr[j];
             a->sum[j] += v;
             a->sabs[j] += fabs(v);
+            if (fabs(v) > a->amax[j]) a->amax[j] = fabs(v);
             a->sq[j] += v * v;
         }
     }
@@ -180,8 +184,8 @@ static int acc_finish(acc *a, sh_layer_stats *st, sh_error *err)
     }
     if (a->H)
         for (int64_t i = 0; i < k * k; i++) a->H[i] *= 2.0 * inv;
-    st->H = a->H, st->mean = a->sum, st->mean_abs = a->sabs, st->l2 = a->sq;
-    a->H = a->sum = a->sabs = a->sq = NULL;
+    st->H = a->H, st->mean = a->sum, st->mean_abs = a->sabs, st->l2 = a->sq, st->max_abs = a->amax;
+    a->H = a->sum = a->sabs = a->sq = a->amax = NULL;
     (void)err;
     return SH_OK;
 }

@@ -760,6 +760,10 @@ static int opts_check(const sh_quant_opts *o, sh_error *err)
     if (o->gptq || o->awq)
         return sh_err(err, SH_EINVAL, "quantize: %s applies to --mode weight, not %s int8", o->gptq ? "GPTQ" : "AWQ",
                       m);
+    if (o->smooth != 0.0 && !(o->smooth > 0.0 && o->smooth < 1.0))
+        return sh_err(err, SH_EINVAL, "quantize: SmoothQuant alpha %g must be in (0, 1)", o->smooth);
+    if (o->smooth != 0.0 && !o->calib)
+        return sh_err(err, SH_EINVAL, "quantize: SmoothQuant needs calibration data (--calib SPEC)");
     return SH_OK;
 }
 
@@ -865,6 +869,11 @@ static int quantize_int8(const sh_graph *src, const sh_quant_opts *o, sh_graph *
             qok[k] = 0;
             snprintf(notes[k], sizeof notes[k], "classifier left f32 (--skip-classifier)");
         }
+    }
+    if (o->smooth != 0.0) {
+        int nn = 0;
+        if ((rc = sh_smooth_apply(g, qok, o->smooth, o, &nn, err))) goto done;
+        if (rep) rep->smoothed_norms = nn;
     }
     /* values to calibrate: inputs / outputs of int8 layers, inputs and
      * outputs of Adds and of Relus after them */

@@ -109,6 +109,20 @@ static const sh_format_traits formats[SH_FORMAT_COUNT] = {
     [SH_Q3_0_G128] = {"q3_0_g128", 128, 50, 1, sh_qg_to_f32_q3_0_g128, sh_qg_from_f32_q3_0_g128, 0, 1},
     [SH_Q2_1_G128] = {"q2_1_g128", 128, 36, 1, sh_qg_to_f32_q2_1_g128, sh_qg_from_f32_q2_1_g128, 0, 1},
     [SH_LOG4_G128] = {"log4_g128", 128, 66, 1, sh_qg_to_f32_log4_g128, sh_qg_from_f32_log4_g128, 0, 1},
+    /* one f32 scale per output row / per tensor: packed whole-tensor buffers
+     * (header, scales, codes; quant_formats.h), built with sh_qrows_pack */
+    [SH_Q4_0_CH] = {"q4_0_ch", 0, 0, 1, sh_qrows_to_f32, NULL, 1, 1},
+    [SH_Q4_1_CH] = {"q4_1_ch", 0, 0, 1, sh_qrows_to_f32, NULL, 1, 1},
+    [SH_Q8_0_CH] = {"q8_0_ch", 0, 0, 1, sh_qrows_to_f32, NULL, 1, 1},
+    [SH_Q3_0_CH] = {"q3_0_ch", 0, 0, 1, sh_qrows_to_f32, NULL, 1, 1},
+    [SH_Q2_1_CH] = {"q2_1_ch", 0, 0, 1, sh_qrows_to_f32, NULL, 1, 1},
+    [SH_LOG4_CH] = {"log4_ch", 0, 0, 1, sh_qrows_to_f32, NULL, 1, 1},
+    [SH_Q4_0_T] = {"q4_0_t", 0, 0, 1, sh_qrows_to_f32, NULL, 1, 1},
+    [SH_Q4_1_T] = {"q4_1_t", 0, 0, 1, sh_qrows_to_f32, NULL, 1, 1},
+    [SH_Q8_0_T] = {"q8_0_t", 0, 0, 1, sh_qrows_to_f32, NULL, 1, 1},
+    [SH_Q3_0_T] = {"q3_0_t", 0, 0, 1, sh_qrows_to_f32, NULL, 1, 1},
+    [SH_Q2_1_T] = {"q2_1_t", 0, 0, 1, sh_qrows_to_f32, NULL, 1, 1},
+    [SH_LOG4_T] = {"log4_t", 0, 0, 1, sh_qrows_to_f32, NULL, 1, 1},
 };
 
 const sh_format_traits *sh_format_get(sh_format f)

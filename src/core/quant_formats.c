@@ -5,6 +5,7 @@
  * within half a step of the stored scale. */
 #include <math.h>
 #include <string.h>
+#include <stdlib.h>
 
 #include "core/quant_formats.h"
 
@@ -568,3 +569,215 @@ QG(q8_0_g128, SH_Q8_0_G128)
 QG(q3_0_g128, SH_Q3_0_G128)
 QG(q2_1_g128, SH_Q2_1_G128)
 QG(log4_g128, SH_LOG4_G128)
+
+/* ---- per-channel / per-tensor rows (layout: quant_formats.h) ------------ */
+
+int sh_qrows_base(sh_format f, int *per_tensor)
+{
+    if (f >= SH_Q4_0_CH && f <= SH_LOG4_CH) {
+        if (per_tensor) *per_tensor = 0;
+        return (int)(SH_Q4_0 + (f - SH_Q4_0_CH));
+    }
+    if (f >= SH_Q4_0_T && f <= SH_LOG4_T) {
+        if (per_tensor) *per_tensor = 1;
+        return (int)(SH_Q4_0 + (f - SH_Q4_0_T));
+    }
+    return -1;
+}
+
+int sh_qrows_format(sh_format base, int per_tensor)
+{
+    if (!sh_format_is_grouped(base)) return -1;
+    return (int)((per_tensor ? SH_Q4_0_T : SH_Q4_0_CH) + (base - SH_Q4_0));
+}
+
+int sh_qrows_block_codes(sh_format b)
+{
+    const sh_format_traits *t = sh_format_get(b);
+    if (!sh_format_is_grouped(b) || !t) return 0;
+    return t->block_bytes - (int)base_hdr(b);
+}
+
+static int64_t qrows_code_off(sh_format b, int64_t nscale)
+{
+    int64_t s = SH_QROW_HDR_BYTES + nscale * 4 * (b == SH_Q4_1 || b == SH_Q2_1 ? 2 : 1);
+    return (s + 63) / 64 * 64;
+}
+
+size_t sh_qrows_bytes(sh_format f, int64_t rows, int64_t cols)
+{
+    int pt;
+    int b = sh_qrows_base(f, &pt);
+    if (b < 0 || rows <= 0 || cols <= 0 || cols % SH_QK) return 0;
+    return (size_t)(qrows_code_off((sh_format)b, pt ? 1 : rows) + rows * (cols / SH_QK) * sh_qrows_block_codes((sh_format)b));
+}
+
+int sh_qrows_unpack_block(sh_format base, const uint8_t *codes, uint8_t u[SH_QK])
+{
+    unsigned char blk[64] = {0};
+    size_t hd = base_hdr(base);
+    memcpy(blk + hd, codes, (size_t)sh_qrows_block_codes(base));
+    float d, m;
+    return sh_qblock_unpack(base, blk, u, &d, &m);
+}
+
+int sh_qrows_pack(sh_format f, int64_t rows, int64_t cols, const sh_qparams *p, const uint8_t *u, sh_tensor **out,
+                  sh_error *err)
+{
+    *out = NULL;
+    int pt;
+    int bi = sh_qrows_base(f, &pt);
+    const sh_format_traits *ft = sh_format_get(f);
+    if (bi < 0) return sh_err(err, SH_EINVAL, "qrows: format %s is not a per-channel / per-tensor row", ft ? ft->name : "?");
+    if (rows <= 0 || cols <= 0 || cols % SH_QK)
+        return sh_err(err, SH_ESHAPE, "qrows: %s [%lld,%lld]: K must be a positive multiple of %d", ft->name,
+                      (long long)rows, (long long)cols, SH_QK);
+    sh_format b = (sh_format)bi;
+    size_t nb = sh_qrows_bytes(f, rows, cols);
+    int asym = b == SH_Q4_1 || b == SH_Q2_1;
+    int64_t ns = pt ? 1 : rows, cb = sh_qrows_block_codes(b);
+    unsigned char *buf = aligned_alloc(64, (nb + 63) / 64 * 64 + 64);
+    if (!buf) return sh_err(err, SH_ENOMEM, "qrows: out of memory for %s [%lld,%lld]", ft->name, (long long)rows, (long long)cols);
+    memset(buf, 0, nb);
+    sh_qrow_hdr h = {SH_QROW_MAGIC, (int32_t)f, rows, cols, ns, SH_QROW_HDR_BYTES, qrows_code_off(b, ns),
+                     cols / SH_QK * cb};
+    memcpy(buf, &h, sizeof h);
+    float *sc = (float *)(buf + h.scale_off);
+    for (int64_t i = 0; i < ns; i++) {
+        sc[i] = p[i].d;
+        if (asym) sc[ns + i] = p[i].m;
+    }
+    unsigned char tmp[64];
+    size_t hd = base_hdr(b);
+    sh_qparams p0 = {0.0f, 0.0f};
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t k = 0; k < cols / SH_QK; k++) {
+            sh_qblock_pack(b, &p0, u + r * cols + k * SH_QK, tmp);
+            memcpy(buf + h.code_off + r * h.row_bytes + k * cb, tmp + hd, (size_t)cb);
+        }
+    int64_t shape[2] = {rows, cols};
+    sh_tensor *t = sh_tensor_view(f, 2, shape, buf, err);
+    if (!t) { free(buf); return err && err->code ? err->code : SH_ENOMEM; }
+    t->nbytes = nb;
+    t->owns = 1;
+    *out = t;
+    return SH_OK;
+}
+
+int sh_qrows_quantize(sh_format f, const float *w, int64_t rows, int64_t cols, sh_tensor **out, sh_error *err)
+{
+    *out = NULL;
+    int pt;
+    int b = sh_qrows_base(f, &pt);
+    if (b < 0 || rows <= 0 || cols <= 0 || cols % SH_QK)
+        return sh_qrows_pack(f, rows, cols, NULL, NULL, out, err); /* reports the error */
+    int64_t ns = pt ? 1 : rows;
+    sh_qparams *p = malloc(sizeof *p * (size_t)ns);
+    uint8_t *u = malloc((size_t)(rows * cols));
+    if (!p || !u) { free(p); free(u); return sh_err(err, SH_ENOMEM, "qrows: out of memory"); }
+    if (pt) sh_qparams_rtn((sh_format)b, w, rows * cols, &p[0]);
+    for (int64_t r = 0; r < rows; r++) {
+        if (!pt) sh_qparams_rtn((sh_format)b, w + r * cols, cols, &p[r]);
+        const sh_qparams *pr = &p[pt ? 0 : r];
+        for (int64_t c = 0; c < cols; c++) sh_qvalue((sh_format)b, pr, w[r * cols + c], &u[r * cols + c]);
+    }
+    int rc = sh_qrows_pack(f, rows, cols, p, u, out, err);
+    free(p);
+    free(u);
+    return rc;
+}
+
+int sh_qrows_validate(const void *data, size_t nbytes, sh_error *err)
+{
+    sh_qrow_hdr h;
+    if (!data || nbytes < SH_QROW_HDR_BYTES)
+        return sh_err(err, SH_EFORMAT, "quantized rows: %zu bytes is too short for the %d-byte header", nbytes,
+                      SH_QROW_HDR_BYTES);
+    memcpy(&h, data, sizeof h);
+    if (h.magic != SH_QROW_MAGIC) return sh_err(err, SH_EFORMAT, "quantized rows: bad magic 0x%08x", h.magic);
+    int pt;
+    int b = sh_qrows_base((sh_format)h.fmt, &pt);
+    if (b < 0) return sh_err(err, SH_EFORMAT, "quantized rows: format %d is not a _ch / _t row format", h.fmt);
+    const char *fn = sh_format_get((sh_format)h.fmt)->name;
+    if (h.rows <= 0 || h.cols <= 0 || h.cols % SH_QK || h.rows > ((int64_t)1 << 40) / h.cols)
+        return sh_err(err, SH_EFORMAT, "quantized rows: %s [%lld,%lld]: bad dimensions (K a multiple of %d)", fn,
+                      (long long)h.rows, (long long)h.cols, SH_QK);
+    int64_t ns = pt ? 1 : h.rows;
+    if (h.nscale != ns || h.scale_off != SH_QROW_HDR_BYTES || h.code_off != qrows_code_off((sh_format)b, ns) ||
+        h.row_bytes != h.cols / SH_QK * sh_qrows_block_codes((sh_format)b))
+        return sh_err(err, SH_EFORMAT, "quantized rows: %s [%lld,%lld]: header offsets / counts disagree with the shape",
+                      fn, (long long)h.rows, (long long)h.cols);
+    size_t need = sh_qrows_bytes((sh_format)h.fmt, h.rows, h.cols);
+    if (nbytes != need)
+        return sh_err(err, SH_EFORMAT, "quantized rows: %s [%lld,%lld] needs %zu bytes, has %zu", fn, (long long)h.rows,
+                      (long long)h.cols, need, nbytes);
+    const float *s = (const float *)((const char *)data + h.scale_off);
+    int asym = b == SH_Q4_1 || b == SH_Q2_1;
+    for (int64_t i = 0; i < ns * (asym ? 2 : 1); i++) {
+        float v;
+        memcpy(&v, s + i, 4);
+        if (!isfinite(v)) return sh_err(err, SH_EFORMAT, "quantized rows: %s: scale %lld is not finite", fn, (long long)i);
+    }
+    return SH_OK;
+}
+
+int sh_qrows_wrap(void *data, size_t nbytes, int owns, sh_tensor **out, sh_error *err)
+{
+    *out = NULL;
+    int rc = sh_qrows_validate(data, nbytes, err);
+    if (rc) return rc;
+    sh_qrow_hdr h;
+    memcpy(&h, data, sizeof h);
+    void *d = data;
+    if (owns && ((uintptr_t)data & 63)) { /* the kernels read f32 scales: keep 64-byte alignment */
+        d = aligned_alloc(64, (nbytes + 63) / 64 * 64);
+        if (!d) return sh_err(err, SH_ENOMEM, "quantized rows: out of memory");
+        memcpy(d, data, nbytes);
+        free(data);
+    }
+    int64_t shape[2] = {h.rows, h.cols};
+    sh_tensor *t = sh_tensor_view((sh_format)h.fmt, 2, shape, d, err);
+    if (!t) return err && err->code ? err->code : SH_ENOMEM;
+    t->nbytes = nbytes;
+    t->owns = owns;
+    *out = t;
+    return SH_OK;
+}
+
+void sh_qrows_to_f32(const void *src, float *dst, int64_t n)
+{
+    sh_qrow_hdr h;
+    memcpy(&h, src, sizeof h);
+    int b = sh_qrows_base((sh_format)h.fmt, NULL);
+    if (b < 0 || n <= 0) return;
+    int64_t cb = sh_qrows_block_codes((sh_format)b), nb = h.cols / SH_QK;
+    uint8_t u[SH_QK];
+    for (int64_t r = 0; r < h.rows && r * h.cols < n; r++) {
+        float m, d = sh_qrows_scale(src, r, &m);
+        if (b == SH_LOG4) d *= 1.0f / 64.0f;
+        const uint8_t *c = sh_qrows_codes(src, r);
+        for (int64_t k = 0; k < nb; k++) {
+            int off = sh_qrows_unpack_block((sh_format)b, c + k * cb, u);
+            int64_t base = r * h.cols + k * SH_QK;
+            for (int i = 0; i < SH_QK && base + i < n; i++) dst[base + i] = d * (float)(u[i] - off) + m;
+        }
+    }
+}
+
+int sh_qtensor_to_f32(const sh_tensor *t, float *dst, sh_error *err)
+{
+    const sh_format_traits *ft = sh_format_get(t->fmt);
+    if (!ft || !ft->is_quantized || t->ndim != 2)
+        return sh_err(err, SH_EINVAL, "dequantize: tensor of format %s is not a 2-D quantized weight", ft ? ft->name : "?");
+    int64_t R = t->shape[0], C = t->shape[1];
+    if (ft->packed) {
+        if (t->nbytes < SH_QROW_HDR_BYTES || sh_qrows_hdr(t->data)->rows != R || sh_qrows_hdr(t->data)->cols != C)
+            return sh_err(err, SH_EFORMAT, "dequantize: %s buffer disagrees with the shape [%lld,%lld]", ft->name,
+                          (long long)R, (long long)C);
+        ft->to_f32(t->data, dst, R * C);
+        return SH_OK;
+    }
+    size_t rb = sh_format_bytes(t->fmt, C);
+    for (int64_t r = 0; r < R; r++) ft->to_f32((const char *)t->data + r * rb, dst + r * C, C);
+    return SH_OK;
+}

@@ -162,6 +162,89 @@ void sh_qrow_pack(sh_format f, const sh_qparams *p, const uint8_t *u, int64_t n,
  * (each group's scale repeated), the layout the low-bit kernels run;
  * identity copy for base formats is not done: f must be a g64 / g128. */
 void sh_qexpand(sh_format f, const void *src, int64_t n, void *dst);
+/* ---- per-channel / per-tensor rows: "q4_0_ch" ... "log4_ch", "q4_0_t" ...
+ * One f32 scale d (and f32 min m for the asymmetric q4_1 / q2_1) per output
+ * row [N, K] ("_ch") or for the whole tensor ("_t"), codes at their real
+ * size.  These are packed whole-tensor formats (traits.packed = 1, like the
+ * sparse csr / bcsr / nm): the tensor's data is one self-describing buffer
+ *
+ *   offset 0             sh_qrow_hdr (56 bytes, zero-padded to 64)
+ *   hdr.scale_off (64)   f32 d[nscale], then (asymmetric) f32 m[nscale]
+ *   hdr.code_off         (64-aligned) rows * row_bytes code bytes: row r at
+ *                        code_off + r * row_bytes, K / 32 blocks of codes,
+ *                        each the base 32-block without its f16 header:
+ *                          q4_0, q4_1, log4: 16 bytes (nibbles as q4_0)
+ *                          q8_0: 32 (int8)   q3_0: 12 (qs[8] + qh[4])
+ *                          q2_1: 8 (qs[8])
+ *
+ * so a 4096 x 4096 q4_0_ch weight takes 64 + 16 KiB + 8 MiB bytes (4.008
+ * bits per weight) and q4_0_t 128 + 8 MiB.  K must be a multiple of 32
+ * (quantize.c pads rows with zero weights, attribute weight_k).  Values:
+ * x = d * (u - off) + m with u, off as sh_qblock_unpack gives for the base
+ * format (log4: d / 64 * (u - 64), i.e. s * d * 2^-e, exactly).  Scales are
+ * f32 so that QAT's learned scales are kept exactly (sh_qat_convert). */
+#define SH_QROW_MAGIC 0x31525153u /* "SQR1" little-endian */
+typedef struct sh_qrow_hdr {
+    uint32_t magic;       /* SH_QROW_MAGIC */
+    int32_t fmt;          /* sh_format (SH_Q4_0_CH ... SH_LOG4_T) */
+    int64_t rows, cols;   /* N, K */
+    int64_t nscale;       /* rows (_ch) or 1 (_t) */
+    int64_t scale_off;    /* 64 */
+    int64_t code_off;     /* 64-aligned, after the scales (and mins) */
+    int64_t row_bytes;    /* K / 32 * code bytes per block */
+} sh_qrow_hdr;
+_Static_assert(sizeof(sh_qrow_hdr) == 56, "qrow header is 56 bytes");
+#define SH_QROW_HDR_BYTES 64
+
+/* Base 32-block format of a _ch / _t row and whether it is per tensor, or -1
+ * for other formats. */
+int sh_qrows_base(sh_format f, int *per_tensor);
+/* The _ch (per_tensor 0) or _t (1) row of a base format, or -1. */
+int sh_qrows_format(sh_format base, int per_tensor);
+/* Code bytes of one 32-value block of base format b (16, 16, 32, 12, 8, 16). */
+int sh_qrows_block_codes(sh_format b);
+/* Whole buffer bytes of a [rows, cols] tensor of row format f (0 if bad). */
+size_t sh_qrows_bytes(sh_format f, int64_t rows, int64_t cols);
+/* Build a [rows, cols] tensor of row format f from parameters p (rows of
+ * them for _ch, 1 for _t; d and m are stored as given, in f32) and codes u
+ * (rows * cols, in the unpacked form sh_qvalue gives for the base format:
+ * log4 the 4-bit code s|e).  cols a multiple of 32. */
+int sh_qrows_pack(sh_format f, int64_t rows, int64_t cols, const sh_qparams *p, const uint8_t *u, sh_tensor **out,
+                  sh_error *err);
+/* Round to nearest of w [rows, cols] (the base format's rule per row or for
+ * the whole tensor: sh_qparams_rtn over the row / tensor). */
+int sh_qrows_quantize(sh_format f, const float *w, int64_t rows, int64_t cols, sh_tensor **out, sh_error *err);
+/* Check a buffer (magic, format, sizes, offsets); SH_EFORMAT with the reason. */
+int sh_qrows_validate(const void *data, size_t nbytes, sh_error *err);
+/* Validate data and wrap it in a tensor [rows, cols] (takes ownership of
+ * data, which must come from malloc / aligned_alloc, when owns). */
+int sh_qrows_wrap(void *data, size_t nbytes, int owns, sh_tensor **out, sh_error *err);
+/* Format-table to_f32: the first n values of the [rows, cols] matrix. */
+void sh_qrows_to_f32(const void *src, float *dst, int64_t n);
+/* Row r's codes (row_bytes bytes) and scale / min (m may be NULL). */
+static inline const sh_qrow_hdr *sh_qrows_hdr(const void *data) { return (const sh_qrow_hdr *)data; }
+static inline const uint8_t *sh_qrows_codes(const void *data, int64_t r)
+{
+    const sh_qrow_hdr *h = data;
+    return (const uint8_t *)data + h->code_off + r * h->row_bytes;
+}
+static inline float sh_qrows_scale(const void *data, int64_t r, float *m)
+{
+    const sh_qrow_hdr *h = data;
+    int64_t i = h->nscale == 1 ? 0 : r;
+    const float *s = (const float *)((const char *)data + h->scale_off);
+    int asym = (h->fmt - SH_Q4_0_CH) % 6 == 1 || (h->fmt - SH_Q4_0_CH) % 6 == 4;
+    if (m) *m = asym ? s[h->nscale + i] : 0.0f;
+    return s[i];
+}
+/* Unpack 32 codes of a row-format block (the bytes sh_qrows_codes gives,
+ * + 32-block index * sh_qrows_block_codes) into u as sh_qblock_unpack does;
+ * returns off. */
+int sh_qrows_unpack_block(sh_format base, const uint8_t *codes, uint8_t u[SH_QK]);
+/* Any quantized weight tensor [rows, cols] (grouped rows or _ch / _t) to f32
+ * row-major dst [rows * cols]. */
+int sh_qtensor_to_f32(const sh_tensor *t, float *dst, sh_error *err);
+
 #define SH_QG_DECL(NAME)                                                  \
     void sh_qg_to_f32_##NAME(const void *s, float *d, int64_t n);          \
     void sh_qg_from_f32_##NAME(const float *s, void *d, int64_t n);

@@ -264,7 +264,8 @@ static int native_from_u8(sh_tensor **pt, const char *name, const char *spec, co
         sh_tensor_free(t);
         *pt = NULL;
         sh_tensor *s = NULL;
-        int rc = sh_sparse_wrap(data, nb, 1, &s, err);
+        int rc = ft->is_quantized ? sh_qrows_wrap(data, nb, 1, &s, err) /* core/quant_formats.h */
+                                  : sh_sparse_wrap(data, nb, 1, &s, err);
         if (rc) return sh_error_wrap(err, "%s: initializer '%s' (%s %s)", what, name, fname, sb);
         *pt = s;
         if (s->fmt != (sh_format)f || s->ndim != nd || memcmp(s->shape, shape, sizeof(int64_t) * (size_t)nd) != 0) {

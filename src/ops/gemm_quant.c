@@ -8,7 +8,10 @@
  * in the node's state slot.  From SH_GEMM_QUANT_DEQ_M rows on (prompt
  * processing, batched evaluation) the weight is unpacked to f32 in scratch
  * and the f32 GEMM runs instead (llama.cpp does the same with BLAS).  There
- * is no backward: gemm_bwd (nn.c) returns SH_EUNSUPPORTED naming the format. */
+ * is no backward: gemm_bwd (nn.c) returns SH_EUNSUPPORTED naming the format.
+ * Weights with one scale per 64 / 128 values, per row (_ch) or per tensor
+ * (_t) run at their own size (qgemm.h: one scale per group in the packed
+ * layout), no expansion to 32-blocks. */
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,8 +43,8 @@ static int qsetup(sh_kctx *k, const sh_tensor *const *in, int n_in, qgeom *g)
     char b1[96], b2[96];
     const sh_tensor *A = in[0], *B = in[1], *C = n_in > 2 ? in[2] : NULL;
     const sh_format_traits *ft = sh_format_get(B->fmt);
-    int qg = 0;
-    if (!ft || !ft->is_quantized || sh_qbase_format(B->fmt, &qg) < 0)
+    int qg = 32;
+    if (!ft || !ft->is_quantized || (sh_qbase_format(B->fmt, &qg) < 0 && sh_qrows_base(B->fmt, NULL) < 0))
         return sh_op_err(k, SH_EUNSUPPORTED, "Gemm: weight format %s is not a grouped quantized format",
                          ft ? ft->name : "?");
     if (A->fmt != SH_F32 || (C && C->fmt != SH_F32))
@@ -62,6 +65,12 @@ static int qsetup(sh_kctx *k, const sh_tensor *const *in, int n_in, qgeom *g)
                          "multiple of %d, less up to 31 zero-padded)",
                          sh_shape_str(A->ndim, A->shape, b1, sizeof b1), sh_shape_str(B->ndim, B->shape, b2, sizeof b2),
                          ft->name, (long long)g->K, qg);
+    if (ft->packed) { /* _ch / _t rows: the header must agree with the shape */
+        const sh_qrow_hdr *h = B->nbytes >= SH_QROW_HDR_BYTES && B->data ? sh_qrows_hdr(B->data) : NULL;
+        if (!h || h->magic != SH_QROW_MAGIC || h->fmt != (int32_t)B->fmt || h->rows != g->N || h->cols != g->Kp)
+            return sh_op_err(k, SH_EFORMAT, "weight B %s (%s): buffer header disagrees with the shape",
+                             sh_shape_str(B->ndim, B->shape, b2, sizeof b2), ft->name);
+    }
     g->M = sh_tensor_numel(A) / g->K;
     g->beta = sh_attr_float(k->node, "beta", 1.0f);
     return sh_gemm_epilogue(k, C, g->M, g->N, &g->relu, &g->cm, &g->cn);
@@ -88,18 +97,9 @@ static const sh_qweight *prepared(sh_kctx *k, const sh_tensor *B, int64_t N, int
     if (st && st->src == B->data && st->wf == B->fmt && st->N == N && st->K == K) return &st->w;
     sh_qweight *w = NULL;
     sh_error e = {0};
-    if (sh_qbase_format(B->fmt, NULL) != (int)B->fmt) {
-        /* one scale per 64 / 128 values: the kernels run it as 32-blocks */
-        sh_format bf = (sh_format)sh_qbase_format(B->fmt, NULL);
-        size_t rb = sh_format_bytes(B->fmt, K), xb = sh_format_bytes(bf, K);
-        char *x = malloc(xb * (size_t)N);
-        if (!x) return NULL;
-        for (int64_t r = 0; r < N; r++) sh_qexpand(B->fmt, (const char *)B->data + r * rb, K, x + r * xb);
-        int rc = sh_qweight_new(x, bf, N, K, -1, &w, &e);
-        free(x);
-        if (rc) return NULL;
-    } else if (sh_qweight_new(B->data, B->fmt, N, K, -1, &w, &e))
-        return NULL;
+    /* g64 / g128 / _ch / _t keep one scale per group in the prepared weight
+     * on AVX-512 (qgemm.h) */
+    if (sh_qweight_new(B->data, B->fmt, N, K, -1, &w, &e)) return NULL;
     if (!k->state) return w; /* caller frees: marked by st == NULL */
     free(*k->state);
     *k->state = NULL;
@@ -142,8 +142,13 @@ int sh_gemm_quantized(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tenso
         const sh_format_traits *ft = sh_format_get(B->fmt);
         size_t rb = sh_format_bytes(B->fmt, g.Kp);
         int64_t nn = g.N;
+        if (ft->packed) { /* _ch / _t rows: one call unpacks the matrix */
+            sh_error e = {0};
+            if ((rc = sh_qtensor_to_f32(B, wd, &e))) return sh_op_err(k, rc, "%s", e.msg);
+        } else {
 #pragma omp parallel for schedule(static) num_threads(k->nthreads > 0 ? k->nthreads : omp_get_max_threads()) if (nn >= 64)
-        for (int64_t r = 0; r < nn; r++) ft->to_f32((const char *)B->data + (size_t)r * rb, wd + r * g.Kp, g.Kp);
+            for (int64_t r = 0; r < nn; r++) ft->to_f32((const char *)B->data + (size_t)r * rb, wd + r * g.Kp, g.Kp);
+        }
         float beta = 0.0f;
         if (C && g.beta != 0.0f) {
             for (int64_t i = 0; i < g.M; i++) {

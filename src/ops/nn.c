@@ -62,8 +62,8 @@ static int gemm_setup(sh_kctx *k, const sh_tensor *const *in, int n_in, gemm_geo
 
 static int gemm_infer(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *const *out, int n_out)
 {
-    if (sh_format_get(in[1]->fmt)->packed) return sh_gemm_sparse_infer(k, in, n_in, out, n_out);
     if (sh_format_get(in[1]->fmt)->is_quantized) return sh_gemm_quantized_infer(k, in, n_in, out, n_out);
+    if (sh_format_get(in[1]->fmt)->packed) return sh_gemm_sparse_infer(k, in, n_in, out, n_out);
     gemm_geom g;
     int rc = gemm_setup(k, in, n_in, &g);
     if (rc) return rc;
@@ -81,8 +81,8 @@ static int gemm_infer(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tenso
 
 static int gemm_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *const *out, int n_out)
 {
-    if (sh_format_get(in[1]->fmt)->packed) return sh_gemm_sparse(k, in, n_in, out, n_out);
     if (sh_format_get(in[1]->fmt)->is_quantized) return sh_gemm_quantized(k, in, n_in, out, n_out);
+    if (sh_format_get(in[1]->fmt)->packed) return sh_gemm_sparse(k, in, n_in, out, n_out);
     gemm_geom g;
     int rc = gemm_setup(k, in, n_in, &g);
     if (rc) return rc;
@@ -112,9 +112,9 @@ static int gemm_bwd(sh_kctx *k, const sh_tensor *const *in, int n_in, const sh_t
                     const sh_tensor *const *dout, sh_tensor *const *din)
 {
     if (!dout[0]) return SH_OK;
-    if (sh_format_get(in[1]->fmt)->packed) return sh_gemm_sparse_bwd(k);
     if (sh_format_get(in[1]->fmt)->is_quantized)
         return sh_op_err(k, SH_EUNSUPPORTED, "Gemm with a %s (quantized) weight has no backward", sh_format_get(in[1]->fmt)->name);
+    if (sh_format_get(in[1]->fmt)->packed) return sh_gemm_sparse_bwd(k);
     gemm_geom g;
     int rc = gemm_setup(k, in, n_in, &g);
     if (rc) return rc;

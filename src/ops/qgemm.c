@@ -203,36 +203,65 @@ int sh_qpacked_bits(sh_format wf, int *off, int *asym)
     return c ? c->bits : 0;
 }
 
-static void pack_chunk(const sh_qweight *w, const uint8_t *W, int64_t g, int64_t b, uint8_t *dst)
+/* Block b (32 k) of row n of W (format w->wf) as a base-format block in blk
+ * (f16 header from the row's group; zero header for _ch / _t rows). */
+static void row_block(const sh_qweight *w, const uint8_t *W, int64_t n, int64_t b, uint8_t *blk)
 {
-    int off, asym, bits = sh_qpacked_bits(w->wf, &off, &asym);
-    int64_t nb = w->K / SH_QK;
-    size_t bb = (size_t)sh_format_get(w->wf)->block_bytes;
+    sh_format bf = w->base;
+    size_t bb = (size_t)sh_format_get(bf)->block_bytes, hd = bb - (size_t)sh_qrows_block_codes(bf);
+    int g = 32;
+    if (sh_qrows_base(w->wf, NULL) >= 0) {
+        memset(blk, 0, hd);
+        memcpy(blk + hd, sh_qrows_codes(W, n) + b * (int64_t)(bb - hd), bb - hd);
+    } else if (sh_qbase_format(w->wf, &g) >= 0 && g > 32) {
+        size_t rb = sh_format_bytes(w->wf, w->K), fb = (size_t)sh_format_get(w->wf)->block_bytes;
+        const uint8_t *grp = W + (size_t)n * rb + (size_t)(b / (g / 32)) * fb;
+        memcpy(blk, grp, hd);
+        memcpy(blk + hd, grp + hd + (size_t)(b % (g / 32)) * (bb - hd), bb - hd);
+    } else
+        memcpy(blk, W + (size_t)n * (size_t)(w->K / SH_QK) * bb + (size_t)b * bb, bb);
+}
+
+/* Chunk of row group g, scale group sg: scales (and mins) of the 16 rows,
+ * then the codes of the group's gblk 32-blocks. */
+static void pack_chunk(const sh_qweight *w, const uint8_t *W, int64_t g, int64_t sg, uint8_t *dst)
+{
+    int off, asym, bits = sh_qpacked_bits(w->base, &off, &asym);
     memset(dst, 0, (size_t)w->chunk);
-    uint8_t *codes = dst + (asym ? 64 : 32);
     for (int r = 0; r < 16; r++) {
         int64_t n = g * 16 + r;
         if (n >= w->N) break;
-        const uint8_t *blk = W + (size_t)n * nb * bb + (size_t)b * bb;
-        memcpy(dst + 2 * r, blk, 2);
-        if (asym) memcpy(dst + 32 + 2 * r, blk + 2, 2);
-        uint8_t c[SH_QK];
-        if (w->wf == SH_LOG4)
-            for (int i = 0; i < SH_QK; i++) c[i] = i < 16 ? blk[2 + i] & 15 : blk[2 + i - 16] >> 4;
-        else {
-            float d, m;
-            sh_qblock_unpack(w->wf, blk, c, &d, &m);
+        uint8_t blk[64];
+        if (w->f32s) {
+            float m, d = sh_qrows_scale(W, n, &m);
+            memcpy(dst + 4 * r, &d, 4);
+            if (asym) memcpy(dst + 64 + 4 * r, &m, 4);
+        } else {
+            row_block(w, W, n, sg * w->gblk, blk);
+            memcpy(dst + 2 * r, blk, 2);
+            if (asym) memcpy(dst + 32 + 2 * r, blk + 2, 2);
         }
-        for (int i = 0; i < SH_QK; i++) {
-            int j = i / 4, t = i % 4, at = r * 4 + t;
-            switch (bits) {
-            case 8: codes[j * 64 + at] = c[i]; break;
-            case 4: codes[(j & 3) * 64 + at] |= (uint8_t)(c[i] << (j >= 4 ? 4 : 0)); break;
-            case 2: codes[(j & 1) * 64 + at] |= (uint8_t)(c[i] << (2 * (j >> 1))); break;
-            case 3:
-                codes[(j & 1) * 64 + at] |= (uint8_t)((c[i] & 3) << (2 * (j >> 1)));
-                codes[128 + at] |= (uint8_t)((c[i] >> 2) << j);
-                break;
+        for (int64_t bi = 0; bi < w->gblk; bi++) {
+            uint8_t *codes = dst + w->hdr + bi * w->cb;
+            row_block(w, W, n, sg * w->gblk + bi, blk);
+            uint8_t c[SH_QK];
+            if (w->base == SH_LOG4)
+                for (int i = 0; i < SH_QK; i++) c[i] = i < 16 ? blk[2 + i] & 15 : blk[2 + i - 16] >> 4;
+            else {
+                float d, m;
+                sh_qblock_unpack(w->base, blk, c, &d, &m);
+            }
+            for (int i = 0; i < SH_QK; i++) {
+                int j = i / 4, t = i % 4, at = r * 4 + t;
+                switch (bits) {
+                case 8: codes[j * 64 + at] = c[i]; break;
+                case 4: codes[(j & 3) * 64 + at] |= (uint8_t)(c[i] << (j >= 4 ? 4 : 0)); break;
+                case 2: codes[(j & 1) * 64 + at] |= (uint8_t)(c[i] << (2 * (j >> 1))); break;
+                case 3:
+                    codes[(j & 1) * 64 + at] |= (uint8_t)((c[i] & 3) << (2 * (j >> 1)));
+                    codes[128 + at] |= (uint8_t)((c[i] >> 2) << j);
+                    break;
+                }
             }
         }
     }
@@ -249,30 +278,51 @@ int sh_qweight_new(const void *W, sh_format wf, int64_t N, int64_t K, int level,
 {
     *out = NULL;
     const sh_format_traits *ft = sh_format_get(wf);
-    if (!sh_format_is_grouped(wf))
+    int g = 32, rows_fmt = sh_qrows_base(wf, NULL) >= 0;
+    int bf = rows_fmt ? sh_qrows_base(wf, NULL) : sh_qbase_format(wf, &g);
+    if (bf < 0)
         return sh_err(err, SH_EUNSUPPORTED, "qweight: format %s is not a grouped quantized format", ft ? ft->name : "?");
-    if (!W || N <= 0 || K <= 0 || K % SH_QK)
+    if (!W || N <= 0 || K <= 0 || K % SH_QK || K % g)
         return sh_err(err, SH_ESHAPE, "qweight: W [%lld,%lld] (%s): K must be a positive multiple of %d",
-                      (long long)N, (long long)K, ft->name, SH_QK);
+                      (long long)N, (long long)K, ft->name, g);
+    if (rows_fmt) {
+        const sh_qrow_hdr *h = sh_qrows_hdr(W);
+        if (h->magic != SH_QROW_MAGIC || h->fmt != (int32_t)wf || h->rows != N || h->cols != K)
+            return sh_err(err, SH_EFORMAT, "qweight: %s buffer header disagrees with W [%lld,%lld]", ft->name,
+                          (long long)N, (long long)K);
+    }
     int best = sh_cpu_level();
     if (level < 0 || level > best) level = best;
     sh_qweight *w = calloc(1, sizeof *w);
     if (!w) return sh_err(err, SH_ENOMEM, "qweight: out of memory");
     w->wf = wf;
+    w->base = (sh_format)bf;
     w->N = N;
     w->K = K;
     w->level = level;
-    w->packed = level == SH_CPU_LEVEL_AVX512;
+    w->packed = level == SH_CPU_LEVEL_AVX512 || rows_fmt;
     int64_t nb = K / SH_QK;
     if (w->packed) {
-        int off, asym, bits = sh_qpacked_bits(wf, &off, &asym);
-        w->chunk = (asym ? 64 : 32) + (bits == 8 ? 512 : bits == 4 ? 256 : bits == 3 ? 192 : 128);
-        int64_t ng = (N + 15) / 16;
-        w->bytes = (size_t)(ng * nb * w->chunk);
+        int off, asym, bits = sh_qpacked_bits(w->base, &off, &asym);
+        w->f32s = rows_fmt;
+        w->gblk = rows_fmt ? nb : g / SH_QK;
+        w->hdr = (asym ? 2 : 1) * 16 * (w->f32s ? 4 : 2);
+        w->cb = bits == 8 ? 512 : bits == 4 ? 256 : bits == 3 ? 192 : 128;
+        w->chunk = w->hdr + w->gblk * w->cb;
+        int64_t ng = (N + 15) / 16, nsg = nb / w->gblk;
+        w->bytes = (size_t)(ng * nsg * w->chunk);
         w->data = aligned_alloc(64, (w->bytes + 63) / 64 * 64);
         if (w->data)
-            for (int64_t g = 0; g < ng; g++)
-                for (int64_t b = 0; b < nb; b++) pack_chunk(w, W, g, b, (uint8_t *)w->data + (g * nb + b) * w->chunk);
+            for (int64_t gi = 0; gi < ng; gi++)
+                for (int64_t sg = 0; sg < nsg; sg++)
+                    pack_chunk(w, W, gi, sg, (uint8_t *)w->data + (gi * nsg + sg) * w->chunk);
+    } else if (g > 32) { /* _g64 / _g128 below AVX-512: base 32-blocks, each group's scale repeated (exact) */
+        size_t rb = sh_format_bytes(wf, K), xb = sh_format_bytes(w->base, K);
+        w->wf = w->base;
+        w->bytes = xb * (size_t)N;
+        w->data = malloc(w->bytes);
+        if (w->data)
+            for (int64_t r = 0; r < N; r++) sh_qexpand(wf, (const char *)W + r * rb, K, (char *)w->data + r * xb);
     } else {
         w->bytes = sh_format_bytes(wf, N * K);
         w->data = malloc(w->bytes);
@@ -293,7 +343,7 @@ int sh_qweight_matmul(const float *X, int64_t M, const sh_qweight *w, const floa
     if (!w->packed) return sh_qmatmul(X, M, w->data, w->wf, w->N, w->K, bias, Y, nthreads, w->level, err);
     int64_t K = w->K, N = w->N, nb = K / SH_QK, ng = (N + 15) / 16;
     int off, asym;
-    sh_qpacked_bits(w->wf, &off, &asym);
+    sh_qpacked_bits(w->base, &off, &asym);
     int fast = sh_cpu_level() == SH_CPU_LEVEL_AVX512;
     sh_block_q8_0 *xq = malloc((size_t)(M * nb) * sizeof *xq);
     int32_t *xs = malloc((size_t)(M * nb) * 2 * sizeof *xs);
@@ -309,7 +359,7 @@ int sh_qweight_matmul(const float *X, int64_t M, const sh_qweight *w, const floa
             float d = sh_h2f(xq[b].d);
             ioff[b] = -off * xs[b];
             dsa[b] = d * (float)xs[b];
-            da[b] = w->wf == SH_LOG4 ? d * (1.0f / 64.0f) : d;
+            da[b] = w->base == SH_LOG4 ? d * (1.0f / 64.0f) : d;
         }
     }
     int64_t gc = 4, tc = (ng + gc - 1) / gc; /* 64 rows per task */

@@ -73,18 +73,34 @@ int sh_qmatmul(const float *X, int64_t M, const void *W, sh_format wf, int64_t N
  *   2-bit (q2_1):  2 vectors, bits 2s..2s+1 hold k-group j+2s
  *   3-bit (q3_0):  the 2-bit part as q2_1, then 1 vector of high bits (bit j:
  *                  k-group j)
- * Other levels keep the row format.  Same bytes per weight either way. */
+ * Formats with one scale per G > 32 values (the _g64 / _g128 rows, and the
+ * per-channel / per-tensor _ch / _t rows, G = K) keep one scale per G in the
+ * packed layout too: per group of 16 rows and scale group, the 16 scales
+ * (and mins) once, f16 for _g64 / _g128, f32 for _ch / _t (hdr bytes), then
+ * the codes of its G / 32 blocks (cb bytes each, as above).  The kernels sum
+ * per 32-block integer dots times the activation block scale in f32 and
+ * multiply by the weight scale once per group; the min term is m times the
+ * sum of the group's activation block sums.  G = 32: exactly the layout
+ * above.  Below AVX-512, base formats keep the row format and _g64 / _g128
+ * rows are expanded to base 32-blocks (scale repeated, exact); _ch / _t rows
+ * always use the packed layout (the portable reader below AVX-512).
+ * Memory per weight is the file's (plus 16-row padding). */
 typedef struct sh_qweight {
-    sh_format wf;
+    sh_format wf;        /* format run: a base format when !packed */
     int64_t N, K;
     int level;           /* level it was prepared for */
     int packed;          /* 1: 16-row interleaved layout above; 0: row format */
-    int64_t chunk;       /* packed: bytes per (16 rows, 32 k) chunk */
+    int64_t chunk;       /* packed: bytes per (16 rows, scale group) chunk: hdr + gblk * cb */
     void *data;
     size_t bytes;
+    sh_format base;      /* 32-block base format of the codes */
+    int64_t gblk;        /* packed: 32-blocks per scale group (1: a scale per 32) */
+    int64_t hdr, cb;     /* packed: scale bytes, code bytes per 32-block */
+    int f32s;            /* packed: scales / mins are f32 (_ch / _t rows) */
 } sh_qweight;
 
-/* Prepare W[N,K] (row format wf) for `level` (-1: sh_cpu_level()). */
+/* Prepare W[N,K] for `level` (-1: sh_cpu_level()): W in row format wf (a
+ * grouped format, its _g64 / _g128 row, or a _ch / _t buffer with header). */
 int sh_qweight_new(const void *W, sh_format wf, int64_t N, int64_t K, int level, sh_qweight **out, sh_error *err);
 void sh_qweight_free(sh_qweight *w);
 /* Y[M,N] = X[M,K] . W^T (+ bias) with a prepared weight. */

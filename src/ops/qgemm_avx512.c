@@ -382,15 +382,14 @@ int sh_qdot_rows_avx512(const void *W, sh_format wf, int64_t K, int64_t n0, int6
 
 /* ---- packed low-bit weights: 16 rows per vector ------------------------- */
 
-/* One 32-k block of one 16-row group: acc += dot * d * da, accm += m * da * sum */
-static inline __attribute__((always_inline)) void pblk(const uint8_t *ch, int bits, int asym, int islog,
-                                                       const uint8_t *a, int32_t ioffb, float dab, float dsab,
-                                                       __m512 *acc, __m512 *accm)
+/* Integer dot of one 32-k block of codes (16 rows) with activation bytes a,
+ * plus ioffb: sum u * qa - off * sum qa per row. */
+static inline __attribute__((always_inline)) __m512i pdot(const uint8_t *codes, int bits, int islog, const uint8_t *a,
+                                                          int32_t ioffb)
 {
     const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(3), m1 = _mm512_set1_epi8(1);
     const __m512i lut = _mm512_broadcast_i32x4(
         _mm_setr_epi8((char)128, 96, 80, 72, 68, 66, 65, 64, 0, 32, 48, 56, 60, 62, 63, 64));
-    const uint8_t *codes = ch + (asym ? 64 : 32);
     __m512i d0 = _mm512_set1_epi32(ioffb), d1 = _mm512_setzero_si512();
 #define A4(j) _mm512_set1_epi32(LD4(a + 4 * (j)))
     if (bits == 8) {
@@ -432,9 +431,18 @@ static inline __attribute__((always_inline)) void pblk(const uint8_t *ch, int bi
         }
     }
 #undef A4
-    __m512 sc = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)ch)), _mm512_set1_ps(dab));
     if (bits == 4 && !islog) d1 = _mm512_srai_epi32(d1, 4); /* exact: a multiple of 16 */
-    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(d0, d1)), sc, *acc);
+    return _mm512_add_epi32(d0, d1);
+}
+
+/* One 32-k block of one 16-row group: acc += dot * d * da, accm += m * da * sum */
+static inline __attribute__((always_inline)) void pblk(const uint8_t *ch, int bits, int asym, int islog,
+                                                       const uint8_t *a, int32_t ioffb, float dab, float dsab,
+                                                       __m512 *acc, __m512 *accm)
+{
+    __m512i dot = pdot(ch + (asym ? 64 : 32), bits, islog, a, ioffb);
+    __m512 sc = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)ch)), _mm512_set1_ps(dab));
+    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), sc, *acc);
     if (asym)
         *accm = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(ch + 32))), _mm512_set1_ps(dsab),
                                 *accm);
@@ -480,9 +488,65 @@ static inline __attribute__((always_inline)) void pk(const sh_qweight *w, int bi
     }
 }
 
+/* One scale per gblk > 1 blocks (_g64 / _g128: f16 scales; _ch / _t: f32):
+ * per scale group ga = sum_b dot_b * da_b (f32), acc += ga * d; the min
+ * term m * sum_b dsa_b. */
+static inline __attribute__((always_inline)) void pkg(const sh_qweight *w, int bits, int asym, int islog, int f32s,
+                                                      int64_t g0, int64_t g1, const sh_block_q8_0 *xq,
+                                                      const int32_t *ioff, const float *da, const float *dsa,
+                                                      const float *bias, float *y)
+{
+    const int64_t nb = w->K / SH_QK, gb = w->gblk, nsg = nb / gb, chunk = w->chunk, hdr = w->hdr, cb = w->cb;
+    for (int64_t g = g0; g < g1; g++) {
+        const uint8_t *c = (const uint8_t *)w->data + g * nsg * chunk;
+        __m512 acc = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
+        for (int64_t sg = 0; sg < nsg; sg++) {
+            const uint8_t *ch = c + sg * chunk;
+            const int64_t b0 = sg * gb;
+            __m512 ga = _mm512_setzero_ps(), gb2 = _mm512_setzero_ps();
+            float gs = 0.0f;
+            int64_t j = 0;
+            for (; j + 2 <= gb; j += 2) { /* two independent chains */
+                __m512i d0 = pdot(ch + hdr + j * cb, bits, islog, (const uint8_t *)xq[b0 + j].qs, ioff[b0 + j]);
+                __m512i d1 = pdot(ch + hdr + (j + 1) * cb, bits, islog, (const uint8_t *)xq[b0 + j + 1].qs,
+                                  ioff[b0 + j + 1]);
+                ga = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_set1_ps(da[b0 + j]), ga);
+                gb2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_set1_ps(da[b0 + j + 1]), gb2);
+                if (asym) gs += dsa[b0 + j] + dsa[b0 + j + 1];
+            }
+            for (; j < gb; j++) {
+                __m512i d0 = pdot(ch + hdr + j * cb, bits, islog, (const uint8_t *)xq[b0 + j].qs, ioff[b0 + j]);
+                ga = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_set1_ps(da[b0 + j]), ga);
+                if (asym) gs += dsa[b0 + j];
+            }
+            ga = _mm512_add_ps(ga, gb2);
+            __m512 d = f32s ? _mm512_loadu_ps(ch) : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)ch));
+            acc = _mm512_fmadd_ps(ga, d, acc);
+            if (asym) {
+                __m512 m = f32s ? _mm512_loadu_ps(ch + 64) : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(ch + 32)));
+                accm = _mm512_fmadd_ps(m, _mm512_set1_ps(gs), accm);
+            }
+        }
+        pstore(w, g, acc, accm, bias, y);
+    }
+}
+
 void sh_qpacked_rows_avx512(const sh_qweight *w, int64_t g0, int64_t g1, const sh_block_q8_0 *xq,
                             const int32_t *ioff, const float *da, const float *dsa, const float *bias, float *y)
 {
+    if (w->gblk > 1 || w->f32s) {
+        int f = w->f32s;
+        switch (w->base) {
+        case SH_Q4_0: f ? pkg(w, 4, 0, 0, 1, g0, g1, xq, ioff, da, dsa, bias, y) : pkg(w, 4, 0, 0, 0, g0, g1, xq, ioff, da, dsa, bias, y); break;
+        case SH_Q4_1: f ? pkg(w, 4, 1, 0, 1, g0, g1, xq, ioff, da, dsa, bias, y) : pkg(w, 4, 1, 0, 0, g0, g1, xq, ioff, da, dsa, bias, y); break;
+        case SH_LOG4: f ? pkg(w, 4, 0, 1, 1, g0, g1, xq, ioff, da, dsa, bias, y) : pkg(w, 4, 0, 1, 0, g0, g1, xq, ioff, da, dsa, bias, y); break;
+        case SH_Q8_0: f ? pkg(w, 8, 0, 0, 1, g0, g1, xq, ioff, da, dsa, bias, y) : pkg(w, 8, 0, 0, 0, g0, g1, xq, ioff, da, dsa, bias, y); break;
+        case SH_Q3_0: f ? pkg(w, 3, 0, 0, 1, g0, g1, xq, ioff, da, dsa, bias, y) : pkg(w, 3, 0, 0, 0, g0, g1, xq, ioff, da, dsa, bias, y); break;
+        case SH_Q2_1: f ? pkg(w, 2, 1, 0, 1, g0, g1, xq, ioff, da, dsa, bias, y) : pkg(w, 2, 1, 0, 0, g0, g1, xq, ioff, da, dsa, bias, y); break;
+        default: break;
+        }
+        return;
+    }
     switch (w->wf) {
     case SH_Q4_0: pk(w, 4, 0, 0, g0, g1, xq, ioff, da, dsa, bias, y); break;
     case SH_Q4_1: pk(w, 4, 1, 0, g0, g1, xq, ioff, da, dsa, bias, y); break;

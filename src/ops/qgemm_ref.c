@@ -61,37 +61,59 @@ void sh_qpacked_rows_ref(const sh_qweight *w, int64_t g0, int64_t g1, const sh_b
                          const float *bias, float *y)
 {
     static const uint8_t log_u[16] = {128, 96, 80, 72, 68, 66, 65, 64, 0, 32, 48, 56, 60, 62, 63, 64};
-    int off, asym, bits = sh_qpacked_bits(w->wf, &off, &asym);
-    int64_t nb = w->K / SH_QK;
+    int off, asym, bits = sh_qpacked_bits(w->base, &off, &asym);
+    int64_t nb = w->K / SH_QK, gb = w->gblk, nsg = nb / gb;
+    int islog = w->base == SH_LOG4;
     for (int64_t g = g0; g < g1; g++)
         for (int r = 0; r < 16; r++) {
             int64_t n = g * 16 + r;
             if (n >= w->N) break;
-            float acc = 0.0f;
-            for (int64_t b = 0; b < nb; b++) {
-                const uint8_t *ch = (const uint8_t *)w->data + (g * nb + b) * w->chunk;
-                const uint8_t *codes = ch + (asym ? 64 : 32);
-                uint16_t dh, mh = 0;
-                memcpy(&dh, ch + 2 * r, 2);
-                if (asym) memcpy(&mh, ch + 32 + 2 * r, 2);
-                int32_t s = 0;
-                for (int i = 0; i < SH_QK; i++) {
-                    int j = i / 4, at = r * 4 + i % 4, u = 0;
-                    switch (bits) {
-                    case 8: u = codes[j * 64 + at]; break;
-                    case 4: u = (codes[(j & 3) * 64 + at] >> (j >= 4 ? 4 : 0)) & 15; break;
-                    case 2: u = (codes[(j & 1) * 64 + at] >> (2 * (j >> 1))) & 3; break;
-                    case 3:
-                        u = ((codes[(j & 1) * 64 + at] >> (2 * (j >> 1))) & 3) | (((codes[128 + at] >> j) & 1) << 2);
-                        break;
-                    }
-                    if (w->wf == SH_LOG4) u = log_u[u];
-                    s += u * xq[b].qs[i];
+            float acc = 0.0f, accm = 0.0f;
+            for (int64_t sg = 0; sg < nsg; sg++) {
+                const uint8_t *ch = (const uint8_t *)w->data + (g * nsg + sg) * w->chunk;
+                float d, m = 0.0f;
+                if (w->f32s) {
+                    memcpy(&d, ch + 4 * r, 4);
+                    if (asym) memcpy(&m, ch + 64 + 4 * r, 4);
+                } else {
+                    uint16_t dh, mh = 0;
+                    memcpy(&dh, ch + 2 * r, 2);
+                    if (asym) memcpy(&mh, ch + 32 + 2 * r, 2);
+                    d = sh_h2f(dh), m = sh_h2f(mh);
                 }
-                s -= off * xs[b];
-                float da = sh_h2f(xq[b].d), d = sh_h2f(dh) * (w->wf == SH_LOG4 ? 1.0f / 64.0f : 1.0f);
-                acc += d * da * (float)s + sh_h2f(mh) * da * (float)xs[b];
+                float ga = 0.0f, gs = 0.0f;
+                for (int64_t bi = 0; bi < gb; bi++) {
+                    int64_t b = sg * gb + bi;
+                    const uint8_t *codes = ch + w->hdr + bi * w->cb;
+                    int32_t s = 0;
+                    for (int i = 0; i < SH_QK; i++) {
+                        int j = i / 4, at = r * 4 + i % 4, u = 0;
+                        switch (bits) {
+                        case 8: u = codes[j * 64 + at]; break;
+                        case 4: u = (codes[(j & 3) * 64 + at] >> (j >= 4 ? 4 : 0)) & 15; break;
+                        case 2: u = (codes[(j & 1) * 64 + at] >> (2 * (j >> 1))) & 3; break;
+                        case 3:
+                            u = ((codes[(j & 1) * 64 + at] >> (2 * (j >> 1))) & 3) | (((codes[128 + at] >> j) & 1) << 2);
+                            break;
+                        }
+                        if (islog) u = log_u[u];
+                        s += u * xq[b].qs[i];
+                    }
+                    s -= off * xs[b];
+                    float da = sh_h2f(xq[b].d) * (islog ? 1.0f / 64.0f : 1.0f);
+                    if (gb == 1) { /* one scale per 32: as the AVX-512 kernel, d * da per block */
+                        acc += (float)s * (d * da);
+                        accm += m * (sh_h2f(xq[b].d) * (float)xs[b]);
+                    } else {
+                        ga += (float)s * da;
+                        gs += sh_h2f(xq[b].d) * (float)xs[b];
+                    }
+                }
+                if (gb > 1) {
+                    acc += ga * d;
+                    accm += m * gs;
+                }
             }
-            y[n] = acc + (bias ? bias[n] : 0.0f);
+            y[n] = acc + accm + (bias ? bias[n] : 0.0f);
         }
 }
