@@ -499,7 +499,42 @@ fail:
     return rc ? rc : (err && err->code ? err->code : SH_EINTERNAL);
 }
 
+/* OpenBLAS (OpenMP build) sizes its thread team from the calling thread's
+ * omp_get_max_threads() at every call: for the length of a run it is set to
+ * the program's thread count (an OpenMP setting of the calling thread only),
+ * so --threads 1 keeps f32 GEMM / GEMV on one core too, then restored. */
+static int omp_enter(const sh_program *p)
+{
+#ifdef _OPENMP
+    int prev = omp_get_max_threads();
+    if (prev != p->opts.nthreads && p->opts.nthreads > 0) omp_set_num_threads(p->opts.nthreads);
+    return prev;
+#else
+    (void)p;
+    return 1;
+#endif
+}
+
+static void omp_leave(const sh_program *p, int prev)
+{
+#ifdef _OPENMP
+    if (prev != p->opts.nthreads && p->opts.nthreads > 0) omp_set_num_threads(prev);
+#else
+    (void)p, (void)prev;
+#endif
+}
+
+static int run_nodes(sh_program *p, const sh_tensor *const *inputs, int n_inputs, sh_error *err);
+
 int sh_program_run(sh_program *p, const sh_tensor *const *inputs, int n_inputs, sh_error *err)
+{
+    int prev = omp_enter(p);
+    int rc = run_nodes(p, inputs, n_inputs, err);
+    omp_leave(p, prev);
+    return rc;
+}
+
+static int run_nodes(sh_program *p, const sh_tensor *const *inputs, int n_inputs, sh_error *err)
 {
     sh_graph *g = p->g;
     if (n_inputs != g->n_inputs)
@@ -589,7 +624,17 @@ size_t sh_program_arena_bytes(const sh_program *p, size_t *unplanned)
     return p->arena;
 }
 
+static int backward_nodes(sh_program *p, const sh_tensor *const *douts, int n, sh_error *err);
+
 int sh_program_backward(sh_program *p, const sh_tensor *const *douts, int n, sh_error *err)
+{
+    int prev = omp_enter(p);
+    int rc = backward_nodes(p, douts, n, err);
+    omp_leave(p, prev);
+    return rc;
+}
+
+static int backward_nodes(sh_program *p, const sh_tensor *const *douts, int n, sh_error *err)
 {
     sh_graph *g = p->g;
     if (!p->opts.training) return sh_err(err, SH_EINVAL, "backward needs a program created with training=1");
