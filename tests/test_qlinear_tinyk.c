@@ -15,6 +15,7 @@
 
 typedef struct tk_case {
     int n, c, h, w, m, kh, kw, s, d, pt, pl, pb, pr, relu, xs8, ys8;
+    int groups; /* 0: 1 */
 } tk_case;
 
 static uint32_t rnd(uint32_t *s)
@@ -26,7 +27,8 @@ static uint32_t rnd(uint32_t *s)
 /* inputs of QLinearConv: x, xs, xz, w, ws, wz, ys, yz, B */
 static void make_inputs(const tk_case *c, sh_tensor **t, uint32_t seed, sh_error *err)
 {
-    int64_t xs[4] = {c->n, c->c, c->h, c->w}, ws[4] = {c->m, c->c, c->kh, c->kw}, m1[1] = {c->m};
+    int G = c->groups > 0 ? c->groups : 1;
+    int64_t xs[4] = {c->n, c->c, c->h, c->w}, ws[4] = {c->m, c->c / G, c->kh, c->kw}, m1[1] = {c->m};
     sh_format xf = c->xs8 ? SH_I8 : SH_U8, yf = c->ys8 ? SH_I8 : SH_U8;
     t[0] = sh_tensor_new(xf, 4, xs, err);
     for (int64_t i = 0; i < sh_tensor_numel(t[0]); i++) ((uint8_t *)t[0]->data)[i] = (uint8_t)rnd(&seed);
@@ -64,13 +66,14 @@ static void reference(const tk_case *c, sh_tensor *const *t, int64_t oh_n, int64
             for (int64_t oh = 0; oh < oh_n; oh++)
                 for (int64_t ow = 0; ow < ow_n; ow++) {
                     int32_t acc = ((int32_t *)t[8]->data)[m];
-                    for (int ci = 0; ci < c->c; ci++)
+                    int G = c->groups > 0 ? c->groups : 1, cg = c->c / G, c0 = m / (c->m / G) * cg;
+                    for (int ci = 0; ci < cg; ci++)
                         for (int i = 0; i < c->kh; i++)
                             for (int j = 0; j < c->kw; j++) {
                                 int64_t ih = oh * c->s - c->pt + i * c->d, iw = ow * c->s - c->pl + j * c->d;
                                 if (ih < 0 || ih >= c->h || iw < 0 || iw >= c->w) continue;
-                                int32_t xv = q8(t[0], ((int64_t)(n * c->c + ci) * c->h + ih) * c->w + iw);
-                                int32_t wv = ((int8_t *)t[3]->data)[((m * c->c + ci) * c->kh + i) * c->kw + j];
+                                int32_t xv = q8(t[0], ((int64_t)(n * c->c + c0 + ci) * c->h + ih) * c->w + iw);
+                                int32_t wv = ((int8_t *)t[3]->data)[((m * cg + ci) * c->kh + i) * c->kw + j];
                                 acc += (xv - xz) * wv;
                             }
                     float mult = xs * ((float *)t[4]->data)[m] / ys;
@@ -127,6 +130,7 @@ static int check_cases(const tk_case *cases, size_t n_cases)
         sh_node_set_ints(g, node, "dilations", 2, dl);
         sh_node_set_ints(g, node, "kernel_shape", 2, ks);
         if (c->relu) sh_node_set_string(g, node, "activation", "Relu");
+        if (c->groups > 1) sh_node_set_int(g, node, "group", c->groups);
         int64_t oh = (c->h + c->pt + c->pb - c->d * (c->kh - 1) - 1) / c->s + 1;
         int64_t ow = (c->w + c->pl + c->pr - c->d * (c->kw - 1) - 1) / c->s + 1;
         size_t ny = (size_t)(c->n * c->m * oh * ow);
@@ -157,14 +161,14 @@ TEST(qlinear_tinyk_matches_reference)
 {
     static const tk_case cases[] = {
         /* n  c   h   w   m kh kw s d pt pl pb pr relu xs8 ys8 */
-        {1, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0}, /* the cnn's first layer */
-        {3, 1, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 0},
-        {2, 3, 13, 11, 24, 3, 3, 1, 1, 1, 0, 2, 1, 1, 1, 0}, /* K = 27, s8 x, asymmetric pads */
-        {1, 2, 17, 19, 8, 3, 3, 2, 1, 1, 1, 1, 1, 0, 0, 1},  /* stride 2 (scalar patches), s8 y */
-        {1, 2, 12, 12, 20, 2, 2, 1, 2, 0, 0, 1, 1, 0, 1, 1}, /* dilation 2, K = 8 */
-        {2, 1, 5, 37, 33, 1, 5, 1, 1, 0, 2, 0, 2, 1, 0, 0},  /* 1x5, M not a multiple of 16 */
-        {1, 1, 6, 6, 4, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0},    /* K = 1 */
-        {1, 2, 9, 9, 7, 4, 4, 1, 1, 2, 2, 1, 1, 1, 0, 0},    /* K = 32 */
+        {1, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0}, /* the cnn's first layer */
+        {3, 1, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0},
+        {2, 3, 13, 11, 24, 3, 3, 1, 1, 1, 0, 2, 1, 1, 1, 0, 0}, /* K = 27, s8 x, asymmetric pads */
+        {1, 2, 17, 19, 8, 3, 3, 2, 1, 1, 1, 1, 1, 0, 0, 1, 0},  /* stride 2 (scalar patches), s8 y */
+        {1, 2, 12, 12, 20, 2, 2, 1, 2, 0, 0, 1, 1, 0, 1, 1, 0}, /* dilation 2, K = 8 */
+        {2, 1, 5, 37, 33, 1, 5, 1, 1, 0, 2, 0, 2, 1, 0, 0, 0},  /* 1x5, M not a multiple of 16 */
+        {1, 1, 6, 6, 4, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0},    /* K = 1 */
+        {1, 2, 9, 9, 7, 4, 4, 1, 1, 2, 2, 1, 1, 1, 0, 0, 0},    /* K = 32 */
     };
     int any_tinyk = check_cases(cases, sizeof cases / sizeof cases[0]);
     int f = SH_CPU_AVX512F | SH_CPU_AVX512BW | SH_CPU_AVX512VNNI;
@@ -181,14 +185,16 @@ TEST(qlinear_conv_fast_matches_reference)
 {
     static const tk_case cases[] = {
         /* n  c   h   w   m kh kw s d pt pl pb pr relu xs8 ys8 */
-        {1, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0}, /* the cnn's layer2 */
-        {1, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0},   /* res convs: 49 rows */
-        {1, 64, 7, 7, 128, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 1},  /* layer4, s8 y */
-        {3, 16, 9, 13, 24, 3, 3, 1, 1, 0, 1, 2, 1, 1, 1, 0},  /* batch 3, s8 x, asymmetric pads */
-        {1, 48, 11, 10, 40, 3, 3, 2, 1, 1, 1, 1, 1, 0, 0, 0}, /* stride 2 */
-        {1, 24, 12, 12, 72, 3, 3, 1, 2, 2, 2, 2, 2, 1, 0, 0}, /* C % 16 != 0, dilation 2 */
-        {1, 64, 15, 15, 96, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0}, /* 1x1 direct */
-        {2, 32, 5, 5, 20, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 0},   /* small: one thread */
+        {1, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0}, /* the cnn's layer2 */
+        {1, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0},   /* res convs: 49 rows */
+        {1, 64, 7, 7, 128, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0},  /* layer4, s8 y */
+        {3, 16, 9, 13, 24, 3, 3, 1, 1, 0, 1, 2, 1, 1, 1, 0, 0},  /* batch 3, s8 x, asymmetric pads */
+        {1, 48, 11, 10, 40, 3, 3, 2, 1, 1, 1, 1, 1, 0, 0, 0, 0}, /* stride 2 */
+        {1, 24, 12, 12, 72, 3, 3, 1, 2, 2, 2, 2, 2, 1, 0, 0, 0}, /* C % 16 != 0, dilation 2 */
+        {1, 64, 15, 15, 96, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0}, /* 1x1 direct */
+        {2, 32, 5, 5, 20, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0},   /* small: one thread */
+        {1, 64, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 4}, /* 4 groups of 16 channels, 2 threads */
+        {2, 48, 9, 9, 24, 3, 3, 2, 1, 1, 0, 1, 0, 0, 1, 0, 3},   /* 3 groups, stride 2 */
     };
     check_cases(cases, sizeof cases / sizeof cases[0]);
 }
