@@ -247,20 +247,30 @@ static double cpu_proc(void)
 
 /* int4 GEMV with nt threads, weights out of cache, vs the best of three
  * streaming reads of the same bytes with the same threads (the DRAM read
- * limit measured in the same run).  fmt: SH_Q4_0 or SH_Q4_1. */
+ * limit measured in the same run).  fmt: any grouped format, its _g64 /
+ * _g128 row or a _ch / _t row. */
 static void bench_gemv(int runs, sh_format fmt, int nt)
 {
     int N = 4096, K = 4096, NM0 = getenv("BENCH_NM") ? atoi(getenv("BENCH_NM")) : 8, NM = NM0 < 1 ? 1 : NM0 > 32 ? 32 : NM0;
-    size_t rb = sh_format_bytes(fmt, K), mb = rb * N;
+    /* _ch / _t rows: whole-tensor buffers (sh_qrows_quantize) */
+    int rows_fmt = sh_format_get(fmt)->packed;
+    size_t rb = rows_fmt ? 0 : sh_format_bytes(fmt, K), mb = rows_fmt ? sh_qrows_bytes(fmt, N, K) : rb * N;
     unsigned char *w = malloc(mb * NM);
-    float *row = malloc((size_t)K * 4), *x = malloc((size_t)K * 4), *y = malloc((size_t)N * 4);
+    float *row = malloc((size_t)K * 4 * (rows_fmt ? N : 1)), *x = malloc((size_t)K * 4), *y = malloc((size_t)N * 4);
     for (int i = 0; i < K; i++) x[i] = (float)((int)(rnd() % 2001) - 1000) / 1000.0f;
-    for (int m = 0; m < NM; m++)
-        for (int n = 0; n < N; n++) {
-            for (int k = 0; k < K; k++) row[k] = (float)((int)(rnd() % 2001) - 1000) / 1000.0f;
-            sh_format_get(fmt)->from_f32(row, w + m * mb + n * rb, K);
-        }
     sh_error err = {0};
+    for (int m = 0; m < NM; m++)
+        if (rows_fmt) {
+            for (size_t i = 0; i < (size_t)N * K; i++) row[i] = (float)((int)(rnd() % 2001) - 1000) / 1000.0f;
+            sh_tensor *t = NULL;
+            if (sh_qrows_quantize(fmt, row, N, K, &t, &err)) { fprintf(stderr, "%s\n", err.msg); exit(1); }
+            memcpy(w + m * mb, t->data, mb);
+            sh_tensor_free(t);
+        } else
+            for (int n = 0; n < N; n++) {
+                for (int k = 0; k < K; k++) row[k] = (float)((int)(rnd() % 2001) - 1000) / 1000.0f;
+                sh_format_get(fmt)->from_f32(row, w + m * mb + n * rb, K);
+            }
     sh_qweight *qw[32];
     for (int m = 0; m < NM; m++)
         if (sh_qweight_new(w + m * mb, fmt, N, K, -1, &qw[m], &err)) { fprintf(stderr, "%s\n", err.msg); exit(1); }
@@ -294,9 +304,10 @@ static void bench_gemv(int runs, sh_format fmt, int nt)
     double gbs = (double)qw[0]->bytes / g * 1e-9;
     char nm[64];
     snprintf(nm, sizeof nm, "%s_gemv_4096x4096_t%d", sh_format_get(fmt)->name, nt);
-    printf("%-34s %9.1f %9.1f %6.2fx   GB/s of weights vs best streaming read (%s; %.1f / %.1f / %.1f GB/s), CPU time, %.3f ms/GEMV (wall %.3f), %d x %.1f MB cycled, %s\n",
-           nm, gbs, best, gbs / best, kn[bk], sb[0], sb[1], sb[2], g * 1e3, gw * 1e3, NM, qw[0]->bytes / 1e6,
-           qw[0]->packed ? "avx512 packed" : sh_cpu_level_name(qw[0]->level));
+    printf("%-34s %9.1f %9.1f %6.2fx   GB/s of weights vs best streaming read (%s; %.1f / %.1f / %.1f GB/s), CPU time, %.3f ms/GEMV (wall %.3f), %d x %.2f MB cycled (file %zu bytes), %s\n",
+           nm, gbs, best, gbs / best, kn[bk], sb[0], sb[1], sb[2], g * 1e3, gw * 1e3, NM, qw[0]->bytes / 1e6, mb,
+           qw[0]->packed ? (sh_cpu_level() == SH_CPU_LEVEL_AVX512 ? "avx512 packed" : sh_cpu_level() ? "avx2 reading packed" : "ref reading packed")
+                         : sh_cpu_level_name(qw[0]->level));
     fflush(stdout);
     free(tg);
     for (int m = 0; m < NM; m++) sh_qweight_free(qw[m]);
@@ -370,6 +381,11 @@ int main(int argc, char **argv)
         bench_gemv(runs, SH_Q4_1, 1);
         bench_gemv(runs, SH_Q4_0, 2);
         bench_gemv(runs, SH_Q4_1, 2);
+    }
+    if (!strcmp(only, "gemvrows")) { /* one scale per 32 / 128 / row: bytes and GEMV time */
+        sh_format fs[] = {SH_Q4_0, SH_Q4_0_G128, SH_Q4_0_CH, SH_Q4_1_CH, SH_Q8_0_CH, SH_Q3_0_CH, SH_Q2_1_CH};
+        int nt = getenv("BENCH_NT") ? atoi(getenv("BENCH_NT")) : 1;
+        for (size_t i = 0; i < sizeof fs / sizeof *fs; i++) bench_gemv(runs, fs[i], nt);
     }
     (void)bench_gemv_old;
     return 0;

@@ -1,5 +1,5 @@
 #!/bin/bash
-# bench_qgemm.sh [BUILD] [RUNS] [gemm|gemv] - integer kernel benchmarks, one
+# bench_qgemm.sh [BUILD] [RUNS] [gemm|gemv|gemvrows] - integer kernel benchmarks, one
 # run: the VNNI issue-rate probe (bench/vnni_peak.c: the real int8 peak of one
 # core and its clock), int8 GEMM 1024^3 on one core vs oneDNN's s8 matmul, and
 # int4 (q4_0, q4_1) GEMV 4096x4096 with weights out of cache vs the best
@@ -25,5 +25,10 @@ fi
 if [ -z "$WHAT" ] || [ "$WHAT" = gemv ]; then
   # passive waiting: the process CPU time / 2 is then the work of each thread
   env -u OPENBLAS_CORETYPE OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive "$B/bench_qgemm" "$RUNS" gemv
+fi
+if [ "$WHAT" = gemvrows ]; then
+  # one scale per 32 (q4_0) / 128 (q4_0_g128) / row (q4_0_ch ...): weights at
+  # their own size in memory, GEMV 4096x4096 batch 1, one thread (BENCH_NT)
+  env -u OPENBLAS_CORETYPE OMP_NUM_THREADS=${BENCH_NT:-1} OMP_WAIT_POLICY=passive "$B/bench_qgemm" "$RUNS" gemvrows
 fi
 echo "# load: $(cut -d' ' -f1-3 /proc/loadavg)"

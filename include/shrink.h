@@ -108,11 +108,13 @@ typedef struct sh_format_traits {
     /* Convert n elements (n a multiple of block_elems). */
     void (*to_f32)(const void *src, float *dst, int64_t n);
     void (*from_f32)(const float *src, void *dst, int64_t n);
-    /* 1 for packed whole-tensor formats (sparse csr/bcsr/nm): data is one
-     * self-describing buffer (header + arrays) whose size depends on the
-     * values, block_elems = block_bytes = 0, sh_format_bytes gives 0, to_f32
-     * unpacks the first n elements of the whole matrix, from_f32 is NULL:
-     * build them with sh_sparse_pack. */
+    /* 1 for packed whole-tensor formats (sparse csr/bcsr/nm, and the
+     * quantized _ch / _t rows): data is one self-describing buffer (header
+     * + arrays) whose size depends on the values or the shape, block_elems =
+     * block_bytes = 0, sh_format_bytes gives 0 (nbytes is the buffer's
+     * size), to_f32 unpacks the first n elements of the whole matrix,
+     * from_f32 is NULL: build them with sh_sparse_pack / sh_qrows_quantize.
+     * A packed format with is_quantized set is a _ch / _t row. */
     int packed;
     /* 1 for the grouped quantized formats (q4_0 ... log4): block_elems = 32
      * values per group; to_f32 / from_f32 accept any n (a trailing partial
@@ -1080,8 +1082,10 @@ int sh_sparsify(const sh_graph *g, const sh_sparsify_opts *o, sh_graph **out, sh
  *   bits 3: q3_0 (sym)   2: q2_1 (asym)
  * granularity group (32 values per scale along K; 64 / 128: the _g64 /
  * _g128 rows, layers whose K is not a multiple stay f32 with a note),
- * channel or tensor (one scale per row / tensor, stored in the 32-block
- * layout with the scale repeated: the same bytes as group 32).  Rounding:
+ * channel or tensor (one scale per row / tensor: a Gemm weight becomes the
+ * _ch / _t row, f32 scales and codes packed at their real size, e.g. 4.008
+ * bits per weight for 4096 x 4096 q4_0_ch; a Conv weight keeps the 32-block
+ * layout with the scale repeated, noted in the report).  Rounding:
  * to nearest, or o->gptq (GPTQ with Hessians from o->calib, sequential:
  * each layer calibrated on the outputs of the already quantized layers),
  * after optional o->awq (per-input-channel scales folded into the RMSNorm /
@@ -1455,6 +1459,7 @@ typedef struct sh_qat_layer {
     int64_t channels;      /* scales */
     double mean_scale;     /* mean learned scale */
     int64_t clipped;       /* weight elements outside the grid (clipped) */
+    int packed;            /* sh_qat_convert_packed: saved in a _ch / _t row */
 } sh_qat_layer;
 typedef struct sh_qat_report {
     int n_layers;
@@ -1462,6 +1467,15 @@ typedef struct sh_qat_report {
 } sh_qat_report;
 void sh_qat_report_free(sh_qat_report *r);
 int sh_qat_convert(const sh_graph *g, sh_graph **out, sh_qat_report *rep, sh_error *err);
+/* As sh_qat_convert, and then each symmetric per-channel (or per-tensor)
+ * 2 / 3 / 4 / 8-bit weight of a Gemm (transB=1, transA=0, alpha 1, the
+ * weight read only there) is stored packed with exactly the learned f32
+ * scales: q4_0_ch / q3_0_ch / q8_0_ch (q = u - off), and for 2 bits (narrow
+ * range) q2_1_ch with min -s (q = u - 1); _t rows for per-tensor scales.
+ * The dequantized values equal sh_qat_convert's f32 grid values bit for bit.
+ * K not a multiple of 32: rows zero-padded, attribute weight_k = K.  Conv
+ * and MatMul weights (and 5-7 bits, 8-bit wide range) stay the f32 grid. */
+int sh_qat_convert_packed(const sh_graph *g, sh_graph **out, sh_qat_report *rep, sh_error *err);
 
 /* ------------------------------------------------------------------------ */
 /* Utilities                                                                 */

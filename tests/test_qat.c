@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/quant_formats.h"
 #include "gradcheck.h"
 #include "ops/ops.h"
 #include "test.h"
@@ -448,4 +449,86 @@ TEST(qat_mse_init_scales)
     }
     CHECK_MSG(smaller == C, "%d of %lld channels got a smaller scale", smaller, (long long)C);
     sh_graph_free(g), sh_graph_free(a), sh_graph_free(b);
+}
+
+/* QAT export packed: each Gemm weight becomes the _ch / _t row of its bit
+ * width holding exactly the learned scales; its dequantized values equal the
+ * f32 grid sh_qat_convert gives, bit for bit; the file round-trips */
+TEST(qat_convert_packed_exact_grid)
+{
+    sh_error err = {0};
+    sh_graph *g = NULL;
+    CHECK_OK(sh_model_build("mlp-small", 3, &g, &err), &err);
+    if (!g) return;
+    int bits[] = {4, 3, 2, 8, 4}, pt[] = {0, 0, 0, 0, 1};
+    for (int t = 0; t < 5; t++) {
+        sh_qat_opts o;
+        sh_qat_opts_default(&o);
+        o.bits = bits[t];
+        o.per_tensor = pt[t];
+        sh_graph *p = NULL, *c1 = NULL, *c2 = NULL;
+        CHECK_OK(sh_qat_prepare(g, &o, &p, &err), &err);
+        if (!p) continue;
+        /* learned scales stand in: perturb them off the f16 grid */
+        for (int v = 0; v < p->n_values; v++) {
+            size_t l = strlen(p->values[v].name);
+            if (l > 10 && !strcmp(p->values[v].name + l - 10, ".qat_scale") && p->values[v].init)
+                for (int64_t i = 0; i < sh_tensor_numel(p->values[v].init); i++)
+                    sh_f32(p->values[v].init)[i] *= 1.0f + 1e-4f * (float)(i % 7) + 3.1e-7f;
+        }
+        sh_qat_report r1, r2;
+        CHECK_OK(sh_qat_convert(p, &c1, &r1, &err), &err);
+        CHECK_OK(sh_qat_convert_packed(p, &c2, &r2, &err), &err);
+        if (!c1 || !c2) continue;
+        int npacked = 0, ncmp = 0;
+        for (int i = 0; i < r2.n_layers; i++) npacked += r2.layers[i].packed;
+        CHECK_MSG(npacked >= 2, "bits %d: %d weights packed", bits[t], npacked);
+        for (int v = 0; v < c2->n_values; v++) {
+            const sh_tensor *q = c2->values[v].init;
+            if (!q || !sh_format_get(q->fmt)->is_quantized) continue;
+            int per_t = 0, b = sh_qrows_base(q->fmt, &per_t);
+            int want = bits[t] == 8 ? SH_Q8_0 : bits[t] == 4 ? SH_Q4_0 : bits[t] == 3 ? SH_Q3_0 : SH_Q2_1;
+            CHECK_MSG(b == want && per_t == pt[t], "%s: %s", c2->values[v].name, sh_format_get(q->fmt)->name);
+            const sh_tensor *f = c1->values[sh_graph_find(c1, c2->values[v].name)].init;
+            int64_t N = q->shape[0], Kp = q->shape[1], K = sh_tensor_numel(f) / N;
+            float *dq = malloc(sizeof(float) * (size_t)(N * Kp));
+            CHECK_OK(sh_qtensor_to_f32(q, dq, &err), &err);
+            int64_t diff = 0;
+            for (int64_t r = 0; r < N; r++)
+                for (int64_t k = 0; k < Kp; k++) {
+                    float want_v = k < K ? sh_f32(f)[r * K + k] : 0.0f;
+                    diff += memcmp(&dq[r * Kp + k], &want_v, 4) != 0 && !(dq[r * Kp + k] == 0 && want_v == 0);
+                }
+            CHECK_MSG(diff == 0, "%s (%s): %lld values differ from the f32 grid", c2->values[v].name,
+                      sh_format_get(q->fmt)->name, (long long)diff);
+            /* the learned f32 scale is stored as is */
+            float m, d = sh_qrows_scale(q->data, 0, &m);
+            CHECK(d > 0 && (b != SH_Q2_1 || m == -d));
+            free(dq);
+            ncmp++;
+        }
+        CHECK(ncmp == npacked);
+        /* both run; outputs agree to the q8_0 activation rounding; save -> reload -> identical */
+        sh_dataset *d = sh_test_synth_images(8, 5);
+        float y1[80], y2[80], y3[80];
+        run1(c1, d, 8, y1);
+        run1(c2, d, 8, y2);
+        double mx = 0, dm = 0;
+        for (int i = 0; i < 80; i++) mx = fmax(mx, fabs(y1[i])), dm = fmax(dm, fabs(y1[i] - y2[i]));
+        CHECK_MSG(dm <= 0.03 * mx + 1e-4, "bits %d: max |diff| %g of max %g", bits[t], dm, mx);
+        char path[512];
+        snprintf(path, sizeof path, "%s/qat_packed_%d.onnx", sh_test_tmpdir(), t);
+        CHECK_OK(sh_model_save(c2, path, &err), &err);
+        sh_graph *l = NULL;
+        CHECK_OK(sh_model_load(path, &l, &err), &err);
+        if (l) {
+            run1(l, d, 8, y3);
+            CHECK(memcmp(y2, y3, sizeof y2) == 0);
+            sh_graph_free(l);
+        }
+        sh_dataset_free(d);
+        sh_qat_report_free(&r1), sh_qat_report_free(&r2);
+        sh_graph_free(p), sh_graph_free(c1), sh_graph_free(c2);
+    }
+    sh_graph_free(g);
 }

@@ -311,8 +311,8 @@ static void grouped_case(sh_format f, int M, int N, int K, int nthreads)
         sh_q8_0_from_f32(x + (size_t)m * K, xq, K);
         sh_q8_0_to_f32(xq, xd + (size_t)m * K, K);
     }
-    int lv[3], nl = levels(lv), ny = 0, lvy[8];
-    float *y[8];
+    int lv[3], nl = levels(lv), ny = 0, lvy[16];
+    float *y[16];
     for (int l = 0; l < nl; l++) {
         sh_qweight *qw = NULL;
         CHECK_OK(sh_qweight_new(w, f, N, K, lv[l], &qw, &err), &err);
@@ -321,21 +321,25 @@ static void grouped_case(sh_format f, int M, int N, int K, int nthreads)
             /* memory: the file's bytes (codes + one scale per group), plus 16-row padding */
             size_t pad_rows = (size_t)((N + 15) / 16 * 16);
             int bits = qw->cb / 64;
-            size_t scales = (size_t)(qw->hdr / 16) * pad_rows * (size_t)(K / 32 / qw->gblk);
-            CHECK(qw->bytes == pad_rows * (size_t)K * bits / 8 + scales);
-            if (N % 16 == 0 && ft->packed) CHECK(qw->bytes <= file_bytes);
-            if (N % 16 == 0 && !ft->packed) CHECK(qw->bytes == file_bytes);
+            int64_t nsg = K / 32 / qw->gblk, nsgp = (nsg + qw->spc - 1) / qw->spc * qw->spc; /* odd: one padded group */
+            CHECK(qw->bytes == pad_rows * (size_t)(K + (nsgp - nsg) * 32 * qw->gblk) * bits / 8 +
+                                   (size_t)(qw->hdr * nsgp) * pad_rows / 16);
+            CHECK((qw->chunk & 63) == 0 && qw->spc == (qw->gblk > 1 && qw->hdr == 32 ? 2 : 1));
+            /* _ch: at most the file; _t: the file's single scale repeated per row (8 bytes a row at most) */
+            if (N % 16 == 0 && ft->packed) CHECK(qw->bytes <= file_bytes + (f >= SH_Q4_0_T ? 8 * (size_t)N : 0));
+            if (N % 16 == 0 && !ft->packed && nsg == nsgp) CHECK(qw->bytes == file_bytes);
         }
         y[ny] = malloc((size_t)M * N * 4);
         lvy[ny] = lv[l];
         CHECK_OK(sh_qweight_matmul(x, M, qw, bias, y[ny++], nthreads, &err), &err);
-        if (qw->packed) {
-            setenv("SHRINK_CPU", "ref", 1);
-            y[ny] = malloc((size_t)M * N * 4);
-            lvy[ny] = SH_CPU_REF;
-            CHECK_OK(sh_qweight_matmul(x, M, qw, bias, y[ny++], nthreads, &err), &err);
-            unsetenv("SHRINK_CPU");
-        }
+        if (qw->packed) /* the packed layout read by the portable and the AVX2 reader too */
+            for (int rl = SH_CPU_REF; rl <= SH_CPU_LEVEL_AVX2 && rl <= sh_cpu_level(); rl++) {
+                setenv("SHRINK_CPU", rl ? "avx2" : "ref", 1);
+                y[ny] = malloc((size_t)M * N * 4);
+                lvy[ny] = rl;
+                CHECK_OK(sh_qweight_matmul(x, M, qw, bias, y[ny++], nthreads, &err), &err);
+                unsetenv("SHRINK_CPU");
+            }
         sh_qweight_free(qw);
     }
     int bad = 0;

@@ -456,3 +456,49 @@ TEST(qformat_rows_bad_buffers)
     free(b);
     sh_tensor_free(t);
 }
+
+/* rows of a _ch / _t tensor sliced out (one group of a grouped Conv) decode
+ * to the same values */
+TEST(qformat_rows_slice)
+{
+    float w[6 * 64], y[6 * 64], z[6 * 64];
+    for (int i = 0; i < 6 * 64; i++) w[i] = frand() * (1 + i / 64);
+    sh_format fs[] = {SH_Q4_1_CH, SH_Q3_0_T};
+    for (int k = 0; k < 2; k++) {
+        sh_tensor *t = NULL, *s = NULL;
+        sh_error err = {0};
+        CHECK_OK(sh_qrows_quantize(fs[k], w, 6, 64, &t, &err), &err);
+        if (!t) continue;
+        sh_qtensor_to_f32(t, y, &err);
+        CHECK_OK(sh_qrows_slice(t, 2, 5, &s, &err), &err);
+        if (s) {
+            CHECK(s->fmt == fs[k] && s->shape[0] == 3 && s->shape[1] == 64 && s->nbytes == sh_qrows_bytes(fs[k], 3, 64));
+            CHECK_OK(sh_qrows_validate(s->data, s->nbytes, &err), &err);
+            sh_qtensor_to_f32(s, z, &err);
+            CHECK(memcmp(z, y + 2 * 64, sizeof(float) * 3 * 64) == 0);
+            sh_tensor_free(s);
+        }
+        CHECK(sh_qrows_slice(t, 4, 7, &s, &err) == SH_ESHAPE && !s);
+        sh_tensor_free(t);
+    }
+}
+
+/* row-by-row decode equals the whole-matrix decode */
+TEST(qformat_rows_row_decode)
+{
+    float w[5 * 96], y[5 * 96], z[96];
+    for (int i = 0; i < 5 * 96; i++) w[i] = frand() * (1 + i % 7);
+    sh_format fs[] = {SH_Q4_0_CH, SH_Q4_1_CH, SH_Q8_0_CH, SH_Q3_0_CH, SH_Q2_1_CH, SH_LOG4_CH, SH_Q2_1_T, SH_LOG4_T};
+    for (int k = 0; k < 8; k++) {
+        sh_tensor *t = NULL;
+        sh_error err = {0};
+        CHECK_OK(sh_qrows_quantize(fs[k], w, 5, 96, &t, &err), &err);
+        if (!t) continue;
+        sh_qtensor_to_f32(t, y, &err);
+        for (int r = 0; r < 5; r++) {
+            sh_qrows_row_to_f32(t->data, r, z);
+            CHECK(memcmp(z, y + r * 96, sizeof z) == 0);
+        }
+        sh_tensor_free(t);
+    }
+}

@@ -300,8 +300,10 @@ static const char *qat_usage_text =
     "on their inputs (u8 per tensor, min/max ranges); the model (weights and the\n"
     "learnable LSQ scales) is fine-tuned for EPOCHS epochs, optionally with the\n"
     "original model as teacher (soft targets), then the fake-quant nodes are folded:\n"
-    "weights are stored on their learned grids (f32 values); at 8 bits with\n"
-    "--act-bits 8 the result goes through the static int8 pass (calibrated on --data).\n"
+    "Gemm weights are saved packed with exactly the learned scales (q8_0_ch, q4_0_ch,\n"
+    "q3_0_ch, q2_1_ch; _t rows with --per-tensor), other weights (Conv, MatMul) as\n"
+    "f32 values on their learned grids; at 8 bits with --act-bits 8 the result goes\n"
+    "through the static int8 pass (calibrated on --data).\n"
     "\n"
     "Options:\n"
     "  --qat EPOCHS           epochs of QAT fine-tuning (required here)\n"
@@ -426,7 +428,8 @@ int cmd_quantize_qat(int argc, char **argv)
         }
         acc_qat = er.accuracy;
     }
-    if (sh_qat_convert(p, &c, &qr, &err)) {
+    /* weight-only: Gemm weights saved packed with the learned scales (_ch / _t rows) */
+    if ((bits == 8 && act_bits == 8 ? sh_qat_convert : sh_qat_convert_packed)(p, &c, &qr, &err)) {
         rc = cli_fail(C, &err);
         goto done;
     }
@@ -468,8 +471,10 @@ int cmd_quantize_qat(int argc, char **argv)
         if (va)
             printf("accuracy: f32 %.2f%%, %lld-bit PTQ %.2f%%, after QAT %.2f%%\n", 100 * acc_f32, (long long)bits,
                    100 * acc_ptq, 100 * acc_qat);
-        printf("saved %s (%s)\n", out,
-               save == s8 ? "static int8" : "f32 weights on the learned quantization grids");
+        int npk = 0;
+        for (int i = 0; i < qr.n_layers; i++) npk += qr.layers[i].packed;
+        printf("saved %s (%s; %d weight%s packed with the learned scales)\n", out,
+               save == s8 ? "static int8" : "weights on the learned quantization grids", npk, npk == 1 ? "" : "s");
     }
 done:
     sh_qat_report_free(&qr);

@@ -49,9 +49,11 @@ static void usage(FILE *f)
             "                         sym, asym for 2 bits)\n"
             "Weight mode (Gemm transB=1 and Conv weights; BatchNorm folded first):\n"
             "  --granularity G        group:32 (default) | group:64 | group:128 | channel |\n"
-            "                         tensor (channel / tensor keep the 32-block layout with\n"
-            "                         the scale repeated); group 64 / 128: layers whose input\n"
-            "                         size is not a multiple stay f32\n"
+            "                         tensor (channel / tensor: Gemm weights in the q4_0_ch /\n"
+            "                         q4_0_t ... rows, one f32 scale per row / tensor, codes\n"
+            "                         packed; Conv keeps the 32-block layout with the scale\n"
+            "                         repeated); group 64 / 128: layers whose input size is not\n"
+            "                         a multiple stay f32\n"
             "  --gptq                 GPTQ rounding with Hessians from --calib (sequential)\n"
             "  --awq                  AWQ scales folded into the RMSNorm / LayerNorm before\n"
             "                         the layer (others: noted, unscaled)\n"
@@ -210,6 +212,10 @@ int cmd_quantize(int argc, char **argv)
     int nq = 0;
     for (int i = 0; i < r.n_layers; i++) nq += r.layers[i].fmt != SH_F32;
     const char *fname = sh_format_get((sh_format)sh_quant_format(o.bits, o.scheme, NULL))->name;
+    int fsame = -1; /* the stored format when every quantized layer has the same (e.g. q4_0_ch) */
+    for (int i = 0; i < r.n_layers; i++)
+        if (r.layers[i].fmt != SH_F32) fsame = fsame == -1 || fsame == (int)r.layers[i].fmt ? (int)r.layers[i].fmt : -2;
+    if (fsame >= 0) fname = sh_format_get((sh_format)fsame)->name;
     if (json) {
         printf("{\"input\": ");
         cli_json_str(stdout, in);

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/quant_formats.h"
 #include "ops/ops.h"
 #include "shrink.h"
 
@@ -252,7 +253,46 @@ static void node_free(sh_node *n)
     free(n->attrs);
 }
 
-int sh_qat_convert(const sh_graph *g, sh_graph **out, sh_qat_report *rep, sh_error *err)
+/* The Gemm that is the only reader of FakeQuant n's output, when it can run
+ * a packed weight (transB=1, transA=0, alpha 1, weight input), else -1. */
+static int packable_gemm(const sh_graph *w, const sh_node *n)
+{
+    int y = n->out[0], k = -1;
+    for (int j = 0; j < w->n_outputs; j++)
+        if (w->outputs[j] == y) return -1;
+    for (int i = 0; i < w->n_nodes; i++)
+        for (int a = 0; a < w->nodes[i].n_in; a++)
+            if (w->nodes[i].in[a] == y) {
+                if (k >= 0 || a != 1) return -1;
+                k = i;
+            }
+    if (k < 0) return -1;
+    const sh_node *g = &w->nodes[k];
+    if (strcmp(g->op, "Gemm") || sh_attr_int(g, "transB", 0) != 1 || sh_attr_int(g, "transA", 0) != 0 ||
+        sh_attr_float(g, "alpha", 1.0f) != 1.0f)
+        return -1;
+    /* the weight itself is read by the FakeQuant only */
+    int x = n->in[0], r = 0;
+    for (int i = 0; i < w->n_nodes; i++)
+        for (int a = 0; a < w->nodes[i].n_in; a++) r += w->nodes[i].in[a] == x;
+    return r == 1 ? k : -1;
+}
+
+/* Base row format holding the symmetric integer grid q in [qmin, qmax] of a
+ * bits-bit weight exactly, with the offset u = q + off (and min m = -s for
+ * q2_1), or -1. */
+static int grid_format(int bits, float qmin, float qmax, int *off)
+{
+    switch (bits) {
+    case 8: *off = 128; return qmin >= -127.0f ? SH_Q8_0 : -1;
+    case 4: *off = 8; return SH_Q4_0;
+    case 3: *off = 4; return SH_Q3_0;
+    case 2: *off = 1; return qmin >= -1.0f && qmax <= 1.0f ? SH_Q2_1 : -1; /* 2s - s is exact; 3s would round */
+    default: return -1;
+    }
+}
+
+static int qat_convert(const sh_graph *g, int pack, sh_graph **out, sh_qat_report *rep, sh_error *err)
 {
     *out = NULL;
     if (rep) memset(rep, 0, sizeof *rep);
@@ -304,22 +344,56 @@ int sh_qat_convert(const sh_graph *g, sh_graph **out, sh_qat_report *rep, sh_err
             }
             float *wd = W->data;
             int64_t clipped = 0;
+            /* packed: a 2-D Gemm weight [N, K], symmetric, one scale per
+             * row (axis 0) or per tensor, at 2 / 3 / 4 / 8 bits */
+            int off = 0, base = -1, gk = -1;
+            if (pack && sym && !zv && W->ndim == 2 && (C == 1 || (C == W->shape[0] && axis == 0)) &&
+                (base = grid_format(bits, qmin, qmax, &off)) >= 0)
+                gk = packable_gemm(w, n);
+            int64_t N = W->ndim == 2 ? W->shape[0] : 0, K = W->ndim == 2 ? W->shape[1] : 0, Kp = (K + 31) / 32 * 32;
+            uint8_t *codes = gk >= 0 ? malloc((size_t)(N * Kp)) : NULL;
+            sh_qparams *qp = gk >= 0 ? malloc(sizeof(sh_qparams) * (size_t)C) : NULL;
+            if (gk >= 0 && (!codes || !qp)) {
+                free(codes), free(qp);
+                rc = sh_err(err, SH_ENOMEM, "out of memory");
+                break;
+            }
+            if (codes) memset(codes, off, (size_t)(N * Kp)); /* padding: code of 0 */
             for (int64_t c = 0; c < C; c++) {
                 float s = sc[c], z = zv ? sh_tensor_get_f(zv->init, c) : 0.0f;
                 if (!(s > 0)) {
                     rc = sh_err(err, SH_EINVAL, "node '%s' (FakeQuant): scale[%lld] = %g", n->name, (long long)c, s);
                     break;
                 }
+                if (qp) qp[c] = (sh_qparams){s, base == SH_Q2_1 ? -s : 0.0f};
                 for (int64_t a = 0; a < outer; a++)
                     for (int64_t j = 0; j < inner; j++) {
-                        float *p = &wd[(a * C + c) * inner + j];
+                        int64_t at = (a * C + c) * inner + j;
+                        float *p = &wd[at];
                         float q = nearbyintf(*p / s) + z;
                         if (q < qmin || q > qmax) clipped++;
                         q = q < qmin ? qmin : q > qmax ? qmax : q;
                         *p = (q - z) * s;
+                        if (codes) codes[at / K * Kp + at % K] = (uint8_t)((int)q + off);
                     }
             }
             if (L) L->clipped = clipped;
+            if (codes && !rc) { /* the learned grid, stored packed: d = s, u = q + off */
+                sh_tensor *P = NULL;
+                rc = sh_qrows_pack((sh_format)sh_qrows_format((sh_format)base, C == 1), N, Kp, qp, codes, &P, err);
+                if (!rc) {
+                    sh_tensor_free(xv->init);
+                    xv->init = P;
+                    xv->fmt = P->fmt;
+                    xv->ndim = 2;
+                    xv->shape[0] = N, xv->shape[1] = Kp;
+                    if (Kp != K) rc = sh_node_set_int(w, gk, "weight_k", K);
+                    if (L) L->packed = 1;
+                }
+            }
+            free(codes);
+            free(qp);
+            if (rc) break;
         }
         /* readers of the FakeQuant output read x; the node goes */
         int x = n->in[0], y = n->out[0];
@@ -367,6 +441,16 @@ int sh_qat_convert(const sh_graph *g, sh_graph **out, sh_qat_report *rep, sh_err
     }
     *out = w;
     return SH_OK;
+}
+
+int sh_qat_convert(const sh_graph *g, sh_graph **out, sh_qat_report *rep, sh_error *err)
+{
+    return qat_convert(g, 0, out, rep, err);
+}
+
+int sh_qat_convert_packed(const sh_graph *g, sh_graph **out, sh_qat_report *rep, sh_error *err)
+{
+    return qat_convert(g, 1, out, rep, err);
 }
 
 void sh_qat_report_free(sh_qat_report *r)

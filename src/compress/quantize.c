@@ -1,8 +1,10 @@
 /* quantize.c - weight-only quantization of Gemm (transB=1) and Conv weights
  * into the grouped formats: q8_0, q4_0, q4_1, q3_0, q2_1, log4 with one
  * scale per 32 values along K, their _g64 / _g128 rows, or one scale per
- * output channel / per tensor (stored in the 32-block layout with the scale
- * repeated).  Rounding: to nearest, or GPTQ with the calibration Hessian
+ * output channel / per tensor (Gemm: the _ch / _t rows, one f32 scale per
+ * row / tensor, codes packed at their real size; Conv: the 32-block layout
+ * with the scale repeated, what the conv kernels read).  Rounding: to
+ * nearest, or GPTQ with the calibration Hessian
  * (gptq.c, sequential: each layer sees the outputs of the already quantized
  * layers before it); optionally AWQ scaling first (awq.c) and bias
  * correction.  Per-layer bits (layer_bits) override the default.
@@ -179,13 +181,16 @@ static int quantize_job(qctx *x, qjob *j, const sh_layer *l, const float *w, con
         goto out;
     }
     int64_t qs[2] = {R, Kp};
-    j->q = sh_tensor_new(j->fmt, 2, qs, err);
+    if (sh_format_get(j->fmt)->packed) { /* _ch / _t rows: the parameters as chosen, f32 */
+        if ((rc = sh_qrows_pack(j->fmt, R, Kp, P, codes, &j->q, err))) goto out;
+    } else
+        j->q = sh_tensor_new(j->fmt, 2, qs, err);
     if (!j->q) {
         rc = err && err->code ? err->code : SH_ENOMEM;
         goto out;
     }
     size_t rb = sh_format_bytes(j->fmt, Kp);
-    for (int64_t r = 0; r < R; r++) {
+    for (int64_t r = 0; r < R && !sh_format_get(j->fmt)->packed; r++) {
         const sh_qparams *pr;
         if (j->gran == SH_QGRAN_GROUP) pr = P + r * (Kp / gs);
         else { /* channel / tensor: the scale repeated in every 32-block */
@@ -200,11 +205,8 @@ static int quantize_job(qctx *x, qjob *j, const sh_layer *l, const float *w, con
         goto out;
     }
     /* the values the stored format really decodes to */
-    float *row = W; /* reuse */
-    for (int64_t r = 0; r < R; r++) {
-        sh_format_get(j->fmt)->to_f32((char *)j->q->data + r * rb, row, Kp);
-        memcpy(j->dq + r * K, row, sizeof(float) * (size_t)K);
-    }
+    if ((rc = sh_qtensor_to_f32(j->q, W, err))) goto out; /* W reused: [R, Kp] */
+    for (int64_t r = 0; r < R; r++) memcpy(j->dq + r * K, W + r * Kp, sizeof(float) * (size_t)K);
 out:
     free(W);
     free(Q);
@@ -365,7 +367,11 @@ int sh_quantize_weights(const sh_graph *g, const sh_quant_opts *o, sh_graph **ou
                 j->Kp = group == 32 ? (l->cols + 31) / 32 * 32 : l->cols;
                 if (group != 32 && l->cols % group) why = "K is not a multiple of the group: kept f32";
             } else {
-                j->fmt = j->base;
+                /* Gemm: the _ch / _t row (one f32 scale per row / tensor,
+                 * codes at their real size).  Conv keeps the 32-block layout
+                 * with the scale repeated: the conv kernels (conv.c,
+                 * conv_quant.c) read rows of 32-blocks */
+                j->fmt = conv ? j->base : (sh_format)sh_qrows_format(j->base, gran == SH_QGRAN_TENSOR);
                 j->Kp = (l->cols + 31) / 32 * 32;
                 j->group = 0;
             }
@@ -383,7 +389,8 @@ int sh_quantize_weights(const sh_graph *g, const sh_quant_opts *o, sh_graph **ou
         int64_t *gs = calloc((size_t)nl, sizeof *gs);
         if (!notes || !fm || !gs) rc = sh_err(err, SH_ENOMEM, "out of memory");
         for (int i = 0; i < nl && !rc; i++) {
-            fm[i] = job_of[i] >= 0 ? J[job_of[i]].fmt : SH_F32;
+            /* channel / tensor: the base format (gs below says the granularity) */
+            fm[i] = job_of[i] >= 0 ? (J[job_of[i]].gran == SH_QGRAN_GROUP ? J[job_of[i]].fmt : J[job_of[i]].base) : SH_F32;
             if (job_of[i] >= 0) { /* group size; -1 per channel, 0 per tensor */
                 const qjob *jj = &J[job_of[i]];
                 gs[i] = jj->gran == SH_QGRAN_GROUP ? jj->group : jj->gran == SH_QGRAN_CHANNEL ? -1 : 0;
@@ -446,8 +453,9 @@ int sh_quantize_weights(const sh_graph *g, const sh_quant_opts *o, sh_graph **ou
         if (j->Kp != j->K)
             nn += (size_t)snprintf(note + nn, sizeof note - nn, "; K %lld padded with zeros to %lld", (long long)j->K,
                                    (long long)j->Kp);
-        if (j->gran == SH_QGRAN_CHANNEL && nn < sizeof note) nn += (size_t)snprintf(note + nn, sizeof note - nn, "; per-channel scale");
-        if (j->gran == SH_QGRAN_TENSOR && nn < sizeof note) nn += (size_t)snprintf(note + nn, sizeof note - nn, "; per-tensor scale");
+        if (j->gran != SH_QGRAN_GROUP && nn < sizeof note)
+            nn += (size_t)snprintf(note + nn, sizeof note - nn, "; per-%s scale%s", j->gran == SH_QGRAN_CHANNEL ? "channel" : "tensor",
+                                   sh_format_get(j->fmt)->packed ? "" : " (repeated in 32-blocks: Conv reads 32-block rows)");
         if (o->gptq && nn < sizeof note) nn += (size_t)snprintf(note + nn, sizeof note - nn, "; gptq");
         if (j->bias_fixed && nn < sizeof note)
             nn += (size_t)snprintf(note + nn, sizeof note - nn, "; bias corrected (mean |shift| %.3g)", j->bias_shift);

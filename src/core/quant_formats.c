@@ -729,6 +729,8 @@ int sh_qrows_wrap(void *data, size_t nbytes, int owns, sh_tensor **out, sh_error
     sh_qrow_hdr h;
     memcpy(&h, data, sizeof h);
     void *d = data;
+    if (!owns && ((uintptr_t)data & 7))
+        return sh_err(err, SH_EINVAL, "quantized rows: a view must be 8-byte aligned (the header holds int64 fields)");
     if (owns && ((uintptr_t)data & 63)) { /* the kernels read f32 scales: keep 64-byte alignment */
         d = aligned_alloc(64, (nbytes + 63) / 64 * 64);
         if (!d) return sh_err(err, SH_ENOMEM, "quantized rows: out of memory");
@@ -742,6 +744,23 @@ int sh_qrows_wrap(void *data, size_t nbytes, int owns, sh_tensor **out, sh_error
     t->owns = owns;
     *out = t;
     return SH_OK;
+}
+
+void sh_qrows_row_to_f32(const void *src, int64_t r, float *dst)
+{
+    sh_qrow_hdr h;
+    memcpy(&h, src, sizeof h);
+    int b = sh_qrows_base((sh_format)h.fmt, NULL);
+    if (b < 0 || r < 0 || r >= h.rows) return;
+    int64_t cb = sh_qrows_block_codes((sh_format)b);
+    float m, d = sh_qrows_scale(src, r, &m);
+    if (b == SH_LOG4) d *= 1.0f / 64.0f;
+    const uint8_t *c = sh_qrows_codes(src, r);
+    uint8_t u[SH_QK];
+    for (int64_t k = 0; k < h.cols / SH_QK; k++) {
+        int off = sh_qrows_unpack_block((sh_format)b, c + k * cb, u);
+        for (int i = 0; i < SH_QK; i++) dst[k * SH_QK + i] = d * (float)(u[i] - off) + m;
+    }
 }
 
 void sh_qrows_to_f32(const void *src, float *dst, int64_t n)
@@ -762,6 +781,33 @@ void sh_qrows_to_f32(const void *src, float *dst, int64_t n)
             for (int i = 0; i < SH_QK && base + i < n; i++) dst[base + i] = d * (float)(u[i] - off) + m;
         }
     }
+}
+
+int sh_qrows_slice(const sh_tensor *t, int64_t r0, int64_t r1, sh_tensor **out, sh_error *err)
+{
+    *out = NULL;
+    int pt;
+    int b = sh_qrows_base(t->fmt, &pt);
+    if (b < 0 || t->ndim != 2 || t->nbytes < SH_QROW_HDR_BYTES)
+        return sh_err(err, SH_EINVAL, "qrows slice: tensor of format %s is not a _ch / _t row",
+                      sh_format_get(t->fmt) ? sh_format_get(t->fmt)->name : "?");
+    const sh_qrow_hdr *h = sh_qrows_hdr(t->data);
+    if (r0 < 0 || r1 <= r0 || r1 > h->rows)
+        return sh_err(err, SH_ESHAPE, "qrows slice: rows [%lld, %lld) of a %s [%lld,%lld]", (long long)r0,
+                      (long long)r1, sh_format_get(t->fmt)->name, (long long)h->rows, (long long)h->cols);
+    int64_t n = r1 - r0, ns = pt ? 1 : n;
+    sh_qparams *p = malloc(sizeof *p * (size_t)ns);
+    if (!p) return sh_err(err, SH_ENOMEM, "qrows slice: out of memory");
+    for (int64_t i = 0; i < ns; i++) p[i].d = sh_qrows_scale(t->data, r0 + i, &p[i].m);
+    /* codes are copied as bytes: pack from zero codes, then overwrite */
+    uint8_t *u = calloc((size_t)(n * h->cols), 1);
+    int rc = u ? sh_qrows_pack(t->fmt, n, h->cols, p, u, out, err) : sh_err(err, SH_ENOMEM, "qrows slice: out of memory");
+    if (!rc)
+        memcpy((char *)(*out)->data + sh_qrows_hdr((*out)->data)->code_off, sh_qrows_codes(t->data, r0),
+               (size_t)(n * h->row_bytes));
+    free(p);
+    free(u);
+    return rc;
 }
 
 int sh_qtensor_to_f32(const sh_tensor *t, float *dst, sh_error *err)

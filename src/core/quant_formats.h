@@ -24,6 +24,10 @@
  * Conversions accept any n: a trailing partial block is padded with zeros
  * (sh_format_bytes rounds up to whole blocks).
  *
+ * One scale per 64 / 128 values: the _g64 / _g128 rows (sh_qrow_pack); one
+ * f32 scale per output row or per tensor: the _ch / _t rows, packed
+ * whole-tensor buffers (sh_qrows_*, layout below).
+ *
  * Per-channel int8 (static int8 quantization) is a plain SH_I8 / SH_U8 tensor
  * plus an sh_qlayout (see shrink.h) describing scale / zero point per slice
  * along one axis; see sh_quantize_i8_axis below.
@@ -221,6 +225,9 @@ int sh_qrows_validate(const void *data, size_t nbytes, sh_error *err);
 int sh_qrows_wrap(void *data, size_t nbytes, int owns, sh_tensor **out, sh_error *err);
 /* Format-table to_f32: the first n values of the [rows, cols] matrix. */
 void sh_qrows_to_f32(const void *src, float *dst, int64_t n);
+/* Row r (cols values) of a _ch / _t buffer to f32 (rows decode independently:
+ * callers may run rows in parallel). */
+void sh_qrows_row_to_f32(const void *src, int64_t r, float *dst);
 /* Row r's codes (row_bytes bytes) and scale / min (m may be NULL). */
 static inline const sh_qrow_hdr *sh_qrows_hdr(const void *data) { return (const sh_qrow_hdr *)data; }
 static inline const uint8_t *sh_qrows_codes(const void *data, int64_t r)
@@ -232,15 +239,21 @@ static inline float sh_qrows_scale(const void *data, int64_t r, float *m)
 {
     const sh_qrow_hdr *h = data;
     int64_t i = h->nscale == 1 ? 0 : r;
-    const float *s = (const float *)((const char *)data + h->scale_off);
+    const char *s = (const char *)data + h->scale_off;
     int asym = (h->fmt - SH_Q4_0_CH) % 6 == 1 || (h->fmt - SH_Q4_0_CH) % 6 == 4;
-    if (m) *m = asym ? s[h->nscale + i] : 0.0f;
-    return s[i];
+    float d, mm = 0.0f;
+    memcpy(&d, s + 4 * i, 4); /* any alignment (a view of file bytes) */
+    if (asym) memcpy(&mm, s + 4 * (h->nscale + i), 4);
+    if (m) *m = mm;
+    return d;
 }
 /* Unpack 32 codes of a row-format block (the bytes sh_qrows_codes gives,
  * + 32-block index * sh_qrows_block_codes) into u as sh_qblock_unpack does;
  * returns off. */
 int sh_qrows_unpack_block(sh_format base, const uint8_t *codes, uint8_t u[SH_QK]);
+/* Rows [r0, r1) of a _ch / _t tensor as a new tensor of the same format
+ * (e.g. one group of a grouped Conv, for sh_qweight_new). */
+int sh_qrows_slice(const sh_tensor *t, int64_t r0, int64_t r1, sh_tensor **out, sh_error *err);
 /* Any quantized weight tensor [rows, cols] (grouped rows or _ch / _t) to f32
  * row-major dst [rows * cols]. */
 int sh_qtensor_to_f32(const sh_tensor *t, float *dst, sh_error *err);

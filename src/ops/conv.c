@@ -532,7 +532,9 @@ typedef struct oc_pack {
     uint32_t sum;
     float *wp;
     sh_conv_sparse_plan *sp;
-    /* a weight-only quantized weight unpacked to f32 (see conv_unpacked) */
+    /* a weight-only quantized weight prepared by conv_quant.c (sh_conv_qstate) */
+    void *qs;
+    /* or unpacked to f32 (see conv_unpacked) */
     const void *qsrc;
     size_t qbytes;
     uint32_t qsum;
@@ -545,6 +547,7 @@ static void oc_pack_free(void *st)
     if (!p) return;
     free(p->wp);
     sh_conv_sparse_plan_free(p->sp);
+    sh_conv_qstate_free((sh_conv_qstate *)p->qs);
     free(p->qw.data);
     free(p);
 }
@@ -811,12 +814,18 @@ static int conv_fwd_linear(sh_kctx *k, const conv_geom *gp, const sh_tensor *con
                            sh_tensor *const *out);
 
 /* A weight-only quantized weight (conv_quant.c's [M, Kp] rows, attributes
- * kernel_shape and weight_k) at SH_CONV_UNPACK_P or more output positions
- * per image: unpacked once into the node's state as the f32 weight
- * [M, Cg, kh, kw] (again when the packed bytes change), so the convolution
- * runs on the f32 kernels; the file and the graph keep the packed weight.
- * NULL: not applicable (or no memory), the caller runs conv_quant.c. */
-#define SH_CONV_UNPACK_P 32
+ * kernel_shape and weight_k): conv_quant.c keeps the prepared (packed)
+ * weight in this node's state and runs integer kernels.  Exception: when
+ * more than half of each row is zero padding (K <= 16: a first layer such
+ * as the cnn's 3x3x1), the integer kernel wastes most of its work (cnn
+ * layer1, 4-bit, batch 1, one thread: 0.017 ms vs 0.011 ms f32), so the
+ * weight is unpacked once into the node's state as the f32 weight
+ * [M, Cg, kh, kw] (M*K floats: 1.1 KiB for the cnn's layer1; again when the
+ * packed bytes change) and runs on the f32 kernels.  The same below
+ * AVX-512 VNNI (sh_cpu_level): the portable / AVX2 low-bit kernels of
+ * qgemm.c run the cnn 5x slower than f32 (4-bit cnn, batch 1, one thread,
+ * SHRINK_CPU=avx2: 1.70 ms vs 0.31 ms f32), so there the f32 copy is kept.
+ * NULL: not applicable (or no memory). */
 static const sh_tensor *conv_unpacked(sh_kctx *k, const sh_tensor *const *in, const sh_tensor *y)
 {
     const sh_tensor *x = in[0], *B = in[1];
@@ -826,7 +835,8 @@ static const sh_tensor *conv_unpacked(sh_kctx *k, const sh_tensor *const *in, co
     int64_t G = sh_attr_int(k->node, "group", 1), M = B->shape[0], Kp = B->shape[1];
     int64_t K = sh_attr_int(k->node, "weight_k", Kp);
     if (G < 1 || x->shape[1] % G || x->shape[1] / G * ks[0] * ks[1] != K || K > Kp ||
-        y->shape[2] * y->shape[3] < SH_CONV_UNPACK_P)
+        (2 * K > Kp && sh_cpu_level() >= SH_CPU_LEVEL_AVX512) || !B->data ||
+        B->nbytes < sh_format_bytes(B->fmt, M * Kp))
         return NULL;
     const sh_format_traits *ft = sh_format_get(B->fmt);
     oc_pack *p = *k->state;
@@ -845,12 +855,24 @@ static const sh_tensor *conv_unpacked(sh_kctx *k, const sh_tensor *const *in, co
     return &p->qw;
 }
 
+static int conv_quantized(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *const *out, int n_out)
+{
+    oc_pack *p = k->state ? *k->state : NULL;
+    if (k->state && !p && !(p = *k->state = calloc(1, sizeof *p)))
+        return sh_op_err(k, SH_ENOMEM, "out of memory for a quantized conv state");
+    sh_kctx kq = *k;
+    kq.state = p ? &p->qs : NULL;
+    int rc = sh_conv_quantized(&kq, in, n_in, out, n_out);
+    k->scratch = kq.scratch, k->scratch_size = kq.scratch_size;
+    return rc;
+}
+
 static int conv_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *const *out, int n_out)
 {
     const sh_tensor *unpacked[3];
     if (sh_format_get(in[1]->fmt)->is_quantized) {
         const sh_tensor *wf = conv_unpacked(k, in, out[0]);
-        if (!wf) return sh_conv_quantized(k, in, n_in, out, n_out); /* conv_quant.c */
+        if (!wf) return conv_quantized(k, in, n_in, out, n_out);
         unpacked[0] = in[0], unpacked[1] = wf, unpacked[2] = n_in > 2 ? in[2] : NULL;
         in = unpacked;
     }

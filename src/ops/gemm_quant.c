@@ -142,9 +142,9 @@ int sh_gemm_quantized(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tenso
         const sh_format_traits *ft = sh_format_get(B->fmt);
         size_t rb = sh_format_bytes(B->fmt, g.Kp);
         int64_t nn = g.N;
-        if (ft->packed) { /* _ch / _t rows: one call unpacks the matrix */
-            sh_error e = {0};
-            if ((rc = sh_qtensor_to_f32(B, wd, &e))) return sh_op_err(k, rc, "%s", e.msg);
+        if (ft->packed) { /* _ch / _t rows (header checked in qsetup) */
+#pragma omp parallel for schedule(static) num_threads(k->nthreads > 0 ? k->nthreads : omp_get_max_threads()) if (nn >= 64)
+            for (int64_t r = 0; r < nn; r++) sh_qrows_row_to_f32(B->data, r, wd + r * g.Kp);
         } else {
 #pragma omp parallel for schedule(static) num_threads(k->nthreads > 0 ? k->nthreads : omp_get_max_threads()) if (nn >= 64)
             for (int64_t r = 0; r < nn; r++) ft->to_f32((const char *)B->data + (size_t)r * rb, wd + r * g.Kp, g.Kp);

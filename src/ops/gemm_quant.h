@@ -12,4 +12,9 @@ int sh_gemm_quantized(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tenso
  * attributes kernel_shape and weight_k (ops/conv_quant.c); 2-D only. */
 int sh_conv_quantized_infer(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *const *out, int n_out);
 int sh_conv_quantized(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *const *out, int n_out);
+/* Its prepared weight, kept in *k->state (conv.c's node state holds it):
+ * free, and the bytes it holds (the packed weight only). */
+typedef struct sh_conv_qstate sh_conv_qstate;
+void sh_conv_qstate_free(sh_conv_qstate *s);
+size_t sh_conv_qstate_bytes(const sh_conv_qstate *s);
 #endif

@@ -222,12 +222,12 @@ static void row_block(const sh_qweight *w, const uint8_t *W, int64_t n, int64_t 
         memcpy(blk, W + (size_t)n * (size_t)(w->K / SH_QK) * bb + (size_t)b * bb, bb);
 }
 
-/* Chunk of row group g, scale group sg: scales (and mins) of the 16 rows,
- * then the codes of the group's gblk 32-blocks. */
-static void pack_chunk(const sh_qweight *w, const uint8_t *W, int64_t g, int64_t sg, uint8_t *dst)
+/* Row group g, scale group sg: the scales (and mins) of the 16 rows at sc,
+ * the codes of the group's gblk 32-blocks at cd. */
+static void pack_chunk(const sh_qweight *w, const uint8_t *W, int64_t g, int64_t sg, uint8_t *sc, uint8_t *cd)
 {
     int off, asym, bits = sh_qpacked_bits(w->base, &off, &asym);
-    memset(dst, 0, (size_t)w->chunk);
+    uint8_t *dst = sc;
     for (int r = 0; r < 16; r++) {
         int64_t n = g * 16 + r;
         if (n >= w->N) break;
@@ -242,7 +242,7 @@ static void pack_chunk(const sh_qweight *w, const uint8_t *W, int64_t g, int64_t
             if (asym) memcpy(dst + 32 + 2 * r, blk + 2, 2);
         }
         for (int64_t bi = 0; bi < w->gblk; bi++) {
-            uint8_t *codes = dst + w->hdr + bi * w->cb;
+            uint8_t *codes = cd + bi * w->cb;
             row_block(w, W, n, sg * w->gblk + bi, blk);
             uint8_t c[SH_QK];
             if (w->base == SH_LOG4)
@@ -308,14 +308,21 @@ int sh_qweight_new(const void *W, sh_format wf, int64_t N, int64_t K, int level,
         w->gblk = rows_fmt ? nb : g / SH_QK;
         w->hdr = (asym ? 2 : 1) * 16 * (w->f32s ? 4 : 2);
         w->cb = bits == 8 ? 512 : bits == 4 ? 256 : bits == 3 ? 192 : 128;
-        w->chunk = w->hdr + w->gblk * w->cb;
         int64_t ng = (N + 15) / 16, nsg = nb / w->gblk;
-        w->bytes = (size_t)(ng * nsg * w->chunk);
+        w->spc = w->gblk > 1 && w->hdr % 64 ? 2 : 1;
+        w->chunk = w->spc * (w->hdr + w->gblk * w->cb);
+        int64_t nch = (nsg + w->spc - 1) / w->spc;
+        w->bytes = (size_t)(ng * nch * w->chunk);
         w->data = aligned_alloc(64, (w->bytes + 63) / 64 * 64);
-        if (w->data)
+        if (w->data) {
+            memset(w->data, 0, w->bytes);
             for (int64_t gi = 0; gi < ng; gi++)
-                for (int64_t sg = 0; sg < nsg; sg++)
-                    pack_chunk(w, W, gi, sg, (uint8_t *)w->data + (gi * nsg + sg) * w->chunk);
+                for (int64_t sg = 0; sg < nsg; sg++) {
+                    uint8_t *ch = (uint8_t *)w->data + (gi * nch + sg / w->spc) * w->chunk;
+                    pack_chunk(w, W, gi, sg, ch + sg % w->spc * w->hdr,
+                               ch + w->spc * w->hdr + sg % w->spc * w->gblk * w->cb);
+                }
+        }
     } else if (g > 32) { /* _g64 / _g128 below AVX-512: base 32-blocks, each group's scale repeated (exact) */
         size_t rb = sh_format_bytes(wf, K), xb = sh_format_bytes(w->base, K);
         w->wf = w->base;
@@ -344,7 +351,7 @@ int sh_qweight_matmul(const float *X, int64_t M, const sh_qweight *w, const floa
     int64_t K = w->K, N = w->N, nb = K / SH_QK, ng = (N + 15) / 16;
     int off, asym;
     sh_qpacked_bits(w->base, &off, &asym);
-    int fast = sh_cpu_level() == SH_CPU_LEVEL_AVX512;
+    int cur = sh_cpu_level(), fast = cur == SH_CPU_LEVEL_AVX512, avx2 = cur == SH_CPU_LEVEL_AVX2;
     sh_block_q8_0 *xq = malloc((size_t)(M * nb) * sizeof *xq);
     int32_t *xs = malloc((size_t)(M * nb) * 2 * sizeof *xs);
     float *da = malloc((size_t)(M * nb) * 2 * sizeof *da);
@@ -369,6 +376,8 @@ int sh_qweight_matmul(const float *X, int64_t M, const sh_qweight *w, const floa
         for (int64_t m = 0; m < M; m++) {
             if (fast)
                 sh_qpacked_rows_avx512(w, g0, g1, xq + m * nb, ioff + m * nb, da + m * nb, dsa + m * nb, bias, Y + m * N);
+            else if (avx2)
+                sh_qpacked_rows_avx2(w, g0, g1, xq + m * nb, ioff + m * nb, da + m * nb, dsa + m * nb, bias, Y + m * N);
             else
                 sh_qpacked_rows_ref(w, g0, g1, xq + m * nb, xs + m * nb, bias, Y + m * N);
         }

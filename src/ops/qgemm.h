@@ -64,7 +64,7 @@ int sh_qmatmul(const float *X, int64_t M, const void *W, sh_format wf, int64_t N
 
 /* A low-bit weight prepared for the CPU (like sh_qgemm_b): on AVX-512 VNNI
  * the rows are interleaved by 16 ("packed"): for each group of 16 rows and
- * each block of 32 k, the 16 f16 scales (and 16 f16 mins), then the codes
+ * each block of 32 k, the 16 f16 scales (and 16 f16 mins) and the codes,
  * laid out so that one 64-byte vector holds 4 consecutive k of all 16 rows
  * (one vpdpbusd per 4 k for 16 rows, one vcvtph2ps for 16 scales):
  *   8-bit (q8_0):  8 vectors, byte 4r+t = u[r][4j+t] for vector j
@@ -75,27 +75,34 @@ int sh_qmatmul(const float *X, int64_t M, const void *W, sh_format wf, int64_t N
  *                  k-group j)
  * Formats with one scale per G > 32 values (the _g64 / _g128 rows, and the
  * per-channel / per-tensor _ch / _t rows, G = K) keep one scale per G in the
- * packed layout too: per group of 16 rows and scale group, the 16 scales
- * (and mins) once, f16 for _g64 / _g128, f32 for _ch / _t (hdr bytes), then
- * the codes of its G / 32 blocks (cb bytes each, as above).  The kernels sum
+ * packed layout too: per 16 rows, chunks of spc scale groups: the groups'
+ * 16 scales and (asymmetric) 16 mins (hdr bytes each; f16 for _g64 / _g128,
+ * f32 for _ch / _t), then the codes of their G / 32 blocks (cb bytes each,
+ * as above).  spc = 2 for symmetric f16 scales (2 x 32 bytes), else 1, so
+ * the codes stay 64-byte aligned with no padding (an odd last group is
+ * padded).  A scale per 32 keeps the layout above (chunk per 32 k: the
+ * single interleaved stream measured faster at batch 1 than scales and
+ * codes in separate regions).  The kernels sum
  * per 32-block integer dots times the activation block scale in f32 and
  * multiply by the weight scale once per group; the min term is m times the
  * sum of the group's activation block sums.  G = 32: exactly the layout
  * above.  Below AVX-512, base formats keep the row format and _g64 / _g128
  * rows are expanded to base 32-blocks (scale repeated, exact); _ch / _t rows
- * always use the packed layout (the portable reader below AVX-512).
+ * always use the packed layout (read by an AVX2 kernel at the AVX2 level,
+ * the portable reader below).
  * Memory per weight is the file's (plus 16-row padding). */
 typedef struct sh_qweight {
     sh_format wf;        /* format run: a base format when !packed */
     int64_t N, K;
     int level;           /* level it was prepared for */
     int packed;          /* 1: 16-row interleaved layout above; 0: row format */
-    int64_t chunk;       /* packed: bytes per (16 rows, scale group) chunk: hdr + gblk * cb */
+    int64_t chunk;       /* packed: bytes per chunk: spc * (hdr + gblk * cb) */
     void *data;
     size_t bytes;
     sh_format base;      /* 32-block base format of the codes */
     int64_t gblk;        /* packed: 32-blocks per scale group (1: a scale per 32) */
-    int64_t hdr, cb;     /* packed: scale bytes, code bytes per 32-block */
+    int64_t hdr, cb;     /* packed: scale bytes per scale group, code bytes per 32-block */
+    int64_t spc;         /* packed: scale groups per chunk (2: f16 sym scales of 2 groups share 64 bytes) */
     int f32s;            /* packed: scales / mins are f32 (_ch / _t rows) */
 } sh_qweight;
 
@@ -199,6 +206,9 @@ void sh_qpacked_rows_ref(const sh_qweight *w, int64_t g0, int64_t g1, const sh_b
                          const float *bias, float *y);
 void sh_qpacked_rows_avx512(const sh_qweight *w, int64_t g0, int64_t g1, const sh_block_q8_0 *xq,
                             const int32_t *ioff, const float *da, const float *dsa, const float *bias, float *y);
+/* the same with AVX2 (vpmaddubsw; 8-bit codes with the sign trick) */
+void sh_qpacked_rows_avx2(const sh_qweight *w, int64_t g0, int64_t g1, const sh_block_q8_0 *xq,
+                          const int32_t *ioff, const float *da, const float *dsa, const float *bias, float *y);
 /* the same as sh_quantize_q8_0_sums, AVX-512 */
 void sh_quantize_q8_0_sums_avx512(const float *x, sh_block_q8_0 *y, int32_t *sums, int64_t n);
 /* Compute traits of a grouped weight format (NULL for other formats). */

@@ -240,3 +240,92 @@ int sh_qdot_rows_avx2(const void *W, sh_format wf, int64_t K, int64_t n0, int64_
     free(da);
     return 1;
 }
+
+/* ---- the 16-row packed layout (qgemm.h), read with AVX2 ------------------
+ * Rows 0-7 are bytes 0-31 of each 64-byte code vector, rows 8-15 bytes
+ * 32-63: one ymm per half.  vpmaddubsw of codes <= 128 (4/3/2-bit, log4)
+ * with s8 activations cannot saturate; 8-bit codes u = q + 128 use the sign
+ * trick on q (and the -128 * sum term then drops out). */
+static inline __m256i pdot2(const uint8_t *codes, int bits, int islog, const uint8_t *a, int32_t ioffb, int h)
+{
+    const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3), m1 = _mm256_set1_epi8(1);
+    const __m256i ones = _mm256_set1_epi16(1), x80 = _mm256_set1_epi8((char)0x80);
+    const __m256i lut = _mm256_setr_epi8((char)128, 96, 80, 72, 68, 66, 65, 64, 0, 32, 48, 56, 60, 62, 63, 64,
+                                         (char)128, 96, 80, 72, 68, 66, 65, 64, 0, 32, 48, 56, 60, 62, 63, 64);
+    __m256i acc = _mm256_setzero_si256();
+#define A4(j) _mm256_set1_epi32(LD4(a + 4 * (j)))
+#define CV(j) _mm256_loadu_si256((const __m256i *)(codes + 64 * (j) + 32 * h))
+#define DOT(u, av) acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16((u), (av)), ones))
+    if (bits == 8) {
+        for (int j = 0; j < 8; j++) {
+            __m256i q = _mm256_xor_si256(CV(j), x80), av = A4(j); /* q = u - 128 as s8 */
+            DOT(_mm256_abs_epi8(q), _mm256_sign_epi8(av, q));
+        }
+        return acc; /* sum (u - 128) a: the ioff term (-128 sum a) is already in */
+    }
+    if (bits == 4) {
+        for (int j = 0; j < 4; j++) {
+            __m256i v = CV(j);
+            __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            if (islog) lo = _mm256_shuffle_epi8(lut, lo), hi = _mm256_shuffle_epi8(lut, hi);
+            DOT(lo, A4(j));
+            DOT(hi, A4(j + 4));
+        }
+    } else {
+        __m256i hb = bits == 3 ? CV(2) : _mm256_setzero_si256();
+        for (int j = 0; j < 2; j++) {
+            __m256i v = CV(j);
+            for (int s = 0; s < 4; s++) {
+                int jj = j + 2 * s;
+                __m256i u = _mm256_and_si256(_mm256_srli_epi16(v, 2 * s), m2);
+                if (bits == 3)
+                    u = _mm256_or_si256(u, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, jj), m1), 2));
+                DOT(u, A4(jj));
+            }
+        }
+    }
+#undef A4
+#undef CV
+#undef DOT
+    return _mm256_add_epi32(acc, _mm256_set1_epi32(ioffb));
+}
+
+static inline __m256 ld_scale(const uint8_t *p, int f32s, int h)
+{
+    return f32s ? _mm256_loadu_ps((const float *)(p + 32 * h))
+                : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16 * h)));
+}
+
+void sh_qpacked_rows_avx2(const sh_qweight *w, int64_t g0, int64_t g1, const sh_block_q8_0 *xq, const int32_t *ioff,
+                          const float *da, const float *dsa, const float *bias, float *y)
+{
+    int off, asym, bits = sh_qpacked_bits(w->base, &off, &asym);
+    const int islog = w->base == SH_LOG4, f32s = w->f32s;
+    const int64_t nb = w->K / SH_QK, gb = w->gblk, nsg = nb / gb, spc = w->spc, nch = (nsg + spc - 1) / spc;
+    const int64_t moff = f32s ? 64 : 32; /* mins after the 16 scales */
+    for (int64_t g = g0; g < g1; g++) {
+        const uint8_t *G = (const uint8_t *)w->data + g * nch * w->chunk;
+        for (int h = 0; h < 2; h++) {
+            __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+            for (int64_t sg = 0; sg < nsg; sg++) {
+                const uint8_t *ch = G + sg / spc * w->chunk;
+                const uint8_t *sc = ch + sg % spc * w->hdr, *cd = ch + spc * w->hdr + sg % spc * gb * w->cb;
+                __m256 ga = _mm256_setzero_ps();
+                float gs = 0.0f;
+                for (int64_t j = 0; j < gb; j++) {
+                    int64_t b = sg * gb + j;
+                    __m256i d = pdot2(cd + j * w->cb, bits, islog, (const uint8_t *)xq[b].qs, ioff[b], h);
+                    ga = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(da[b]), ga);
+                    gs += dsa[b];
+                }
+                acc = _mm256_fmadd_ps(ga, ld_scale(sc, f32s, h), acc);
+                if (asym) accm = _mm256_fmadd_ps(ld_scale(sc + moff, f32s, h), _mm256_set1_ps(gs), accm);
+            }
+            int64_t n0 = g * 16 + 8 * h;
+            if (n0 >= w->N) break;
+            float r[8];
+            _mm256_storeu_ps(r, _mm256_add_ps(acc, accm));
+            for (int i = 0; i < 8 && n0 + i < w->N; i++) y[n0 + i] = r[i] + (bias ? bias[n0 + i] : 0.0f);
+        }
+    }
+}

@@ -387,7 +387,7 @@ int sh_qdot_rows_avx512(const void *W, sh_format wf, int64_t K, int64_t n0, int6
 static inline __attribute__((always_inline)) __m512i pdot(const uint8_t *codes, int bits, int islog, const uint8_t *a,
                                                           int32_t ioffb)
 {
-    const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(3), m1 = _mm512_set1_epi8(1);
+    const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(3), m4p = _mm512_set1_epi8(4);
     const __m512i lut = _mm512_broadcast_i32x4(
         _mm_setr_epi8((char)128, 96, 80, 72, 68, 66, 65, 64, 0, 32, 48, 56, 60, 62, 63, 64));
     __m512i d0 = _mm512_set1_epi32(ioffb), d1 = _mm512_setzero_si512();
@@ -412,8 +412,21 @@ static inline __attribute__((always_inline)) __m512i pdot(const uint8_t *codes, 
             d0 = _mm512_dpbusd_epi32(d0, lo, A4(j));
             d1 = _mm512_dpbusd_epi32(d1, hi, A4(j + 4));
         }
+    } else if (bits == 2) {
+        /* codes masked in place (4^s x code, <= 192): one accumulator per
+         * shift s, scaled back exactly at the end: no shifts of the codes */
+        __m512i e2 = _mm512_setzero_si512(), e3 = _mm512_setzero_si512();
+#pragma GCC unroll 8
+        for (int j = 0; j < 2; j++) {
+            __m512i v = _mm512_loadu_si512(codes + 64 * j);
+            d0 = _mm512_dpbusd_epi32(d0, _mm512_and_si512(v, m2), A4(j));
+            d1 = _mm512_dpbusd_epi32(d1, _mm512_and_si512(v, _mm512_set1_epi8(12)), A4(j + 2));
+            e2 = _mm512_dpbusd_epi32(e2, _mm512_and_si512(v, _mm512_set1_epi8(48)), A4(j + 4));
+            e3 = _mm512_dpbusd_epi32(e3, _mm512_and_si512(v, _mm512_set1_epi8((char)192)), A4(j + 6));
+        }
+        d1 = _mm512_add_epi32(_mm512_srai_epi32(d1, 2), _mm512_add_epi32(_mm512_srai_epi32(e2, 4), _mm512_srai_epi32(e3, 6)));
     } else {
-        __m512i h = bits == 3 ? _mm512_loadu_si512(codes + 128) : _mm512_setzero_si512();
+        __m512i h = _mm512_loadu_si512(codes + 128);
 #pragma GCC unroll 8
         for (int j = 0; j < 2; j++) {
             __m512i v = _mm512_loadu_si512(codes + 64 * j);
@@ -421,10 +434,8 @@ static inline __attribute__((always_inline)) __m512i pdot(const uint8_t *codes, 
             for (int s = 0; s < 4; s++) {
                 int jj = j + 2 * s;
                 __m512i u = _mm512_and_si512(s ? _mm512_srli_epi16(v, 2 * s) : v, m2);
-                if (bits == 3) {
-                    __m512i hb = _mm512_and_si512(jj ? _mm512_srli_epi16(h, jj) : h, m1);
-                    u = _mm512_or_si512(u, _mm512_slli_epi16(hb, 2));
-                }
+                if (bits == 3) /* high bit j of each byte: + 4 where set (2 ops, not 4) */
+                    u = _mm512_mask_add_epi8(u, _mm512_test_epi8_mask(h, _mm512_set1_epi8((char)(1 << jj))), u, m4p);
                 if (s & 1) d1 = _mm512_dpbusd_epi32(d1, u, A4(jj));
                 else d0 = _mm512_dpbusd_epi32(d0, u, A4(jj));
             }
@@ -458,28 +469,14 @@ static inline __attribute__((always_inline)) void pstore(const sh_qweight *w, in
     _mm512_mask_storeu_ps(y + n0, k, r);
 }
 
-#ifndef GR
-#define GR 1 /* row groups streamed together: 2 (two memory streams) measured slower */
-#endif
-
+/* One scale per 32 (gblk 1): chunks of (16 rows, 32 k), scales interleaved
+ * with the codes (the single-stream layout measured fastest) */
 static inline __attribute__((always_inline)) void pk(const sh_qweight *w, int bits, int asym, int islog, int64_t g0,
                                                      int64_t g1, const sh_block_q8_0 *xq, const int32_t *ioff,
                                                      const float *da, const float *dsa, const float *bias, float *y)
 {
     const int64_t nb = w->K / SH_QK, chunk = w->chunk;
-    int64_t g = g0;
-    for (; GR == 2 && g + 2 <= g1; g += 2) {
-        const uint8_t *c0 = (const uint8_t *)w->data + g * nb * chunk, *c1 = c0 + nb * chunk;
-        __m512 acc0 = _mm512_setzero_ps(), accm0 = acc0, acc1 = acc0, accm1 = acc0;
-        for (int64_t b = 0; b < nb; b++) {
-            const uint8_t *a = (const uint8_t *)xq[b].qs;
-            pblk(c0 + b * chunk, bits, asym, islog, a, ioff[b], da[b], dsa[b], &acc0, &accm0);
-            pblk(c1 + b * chunk, bits, asym, islog, a, ioff[b], da[b], dsa[b], &acc1, &accm1);
-        }
-        pstore(w, g, acc0, accm0, bias, y);
-        pstore(w, g + 1, acc1, accm1, bias, y);
-    }
-    for (; g < g1; g++) {
+    for (int64_t g = g0; g < g1; g++) {
         const uint8_t *c = (const uint8_t *)w->data + g * nb * chunk;
         __m512 acc = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
         for (int64_t b = 0; b < nb; b++)
@@ -497,33 +494,35 @@ static inline __attribute__((always_inline)) void pkg(const sh_qweight *w, int b
                                                       const float *bias, float *y)
 {
     const int64_t nb = w->K / SH_QK, gb = w->gblk, nsg = nb / gb, chunk = w->chunk, hdr = w->hdr, cb = w->cb;
+    const int64_t spc = w->spc, nch = (nsg + spc - 1) / spc;
     for (int64_t g = g0; g < g1; g++) {
-        const uint8_t *c = (const uint8_t *)w->data + g * nsg * chunk;
+        const uint8_t *G = (const uint8_t *)w->data + g * nch * chunk;
         __m512 acc = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
         for (int64_t sg = 0; sg < nsg; sg++) {
-            const uint8_t *ch = c + sg * chunk;
+            const uint8_t *ch = G + sg / spc * chunk;
+            const uint8_t *sc = ch + sg % spc * hdr, *cd = ch + spc * hdr + sg % spc * gb * cb;
             const int64_t b0 = sg * gb;
             __m512 ga = _mm512_setzero_ps(), gb2 = _mm512_setzero_ps();
             float gs = 0.0f;
             int64_t j = 0;
             for (; j + 2 <= gb; j += 2) { /* two independent chains */
-                __m512i d0 = pdot(ch + hdr + j * cb, bits, islog, (const uint8_t *)xq[b0 + j].qs, ioff[b0 + j]);
-                __m512i d1 = pdot(ch + hdr + (j + 1) * cb, bits, islog, (const uint8_t *)xq[b0 + j + 1].qs,
+                __m512i d0 = pdot(cd + j * cb, bits, islog, (const uint8_t *)xq[b0 + j].qs, ioff[b0 + j]);
+                __m512i d1 = pdot(cd + (j + 1) * cb, bits, islog, (const uint8_t *)xq[b0 + j + 1].qs,
                                   ioff[b0 + j + 1]);
                 ga = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_set1_ps(da[b0 + j]), ga);
                 gb2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_set1_ps(da[b0 + j + 1]), gb2);
                 if (asym) gs += dsa[b0 + j] + dsa[b0 + j + 1];
             }
             for (; j < gb; j++) {
-                __m512i d0 = pdot(ch + hdr + j * cb, bits, islog, (const uint8_t *)xq[b0 + j].qs, ioff[b0 + j]);
+                __m512i d0 = pdot(cd + j * cb, bits, islog, (const uint8_t *)xq[b0 + j].qs, ioff[b0 + j]);
                 ga = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_set1_ps(da[b0 + j]), ga);
                 if (asym) gs += dsa[b0 + j];
             }
             ga = _mm512_add_ps(ga, gb2);
-            __m512 d = f32s ? _mm512_loadu_ps(ch) : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)ch));
+            __m512 d = f32s ? _mm512_loadu_ps(sc) : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)sc));
             acc = _mm512_fmadd_ps(ga, d, acc);
             if (asym) {
-                __m512 m = f32s ? _mm512_loadu_ps(ch + 64) : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(ch + 32)));
+                __m512 m = f32s ? _mm512_loadu_ps(sc + 64) : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sc + 32)));
                 accm = _mm512_fmadd_ps(m, _mm512_set1_ps(gs), accm);
             }
         }

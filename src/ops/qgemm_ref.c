@@ -70,7 +70,10 @@ void sh_qpacked_rows_ref(const sh_qweight *w, int64_t g0, int64_t g1, const sh_b
             if (n >= w->N) break;
             float acc = 0.0f, accm = 0.0f;
             for (int64_t sg = 0; sg < nsg; sg++) {
-                const uint8_t *ch = (const uint8_t *)w->data + (g * nsg + sg) * w->chunk;
+                const int64_t spc = w->spc, nch = (nsg + spc - 1) / spc;
+                const uint8_t *c0 = (const uint8_t *)w->data + (g * nch + sg / spc) * w->chunk;
+                const uint8_t *ch = c0 + sg % spc * w->hdr; /* scales */
+                const uint8_t *cd = c0 + spc * w->hdr + sg % spc * gb * w->cb;
                 float d, m = 0.0f;
                 if (w->f32s) {
                     memcpy(&d, ch + 4 * r, 4);
@@ -84,7 +87,7 @@ void sh_qpacked_rows_ref(const sh_qweight *w, int64_t g0, int64_t g1, const sh_b
                 float ga = 0.0f, gs = 0.0f;
                 for (int64_t bi = 0; bi < gb; bi++) {
                     int64_t b = sg * gb + bi;
-                    const uint8_t *codes = ch + w->hdr + bi * w->cb;
+                    const uint8_t *codes = cd + bi * w->cb;
                     int32_t s = 0;
                     for (int i = 0; i < SH_QK; i++) {
                         int j = i / 4, at = r * 4 + i % 4, u = 0;
