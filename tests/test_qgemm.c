@@ -234,7 +234,7 @@ static void lowbit_case(sh_format f, int M, int N, int K, int nthreads)
 TEST(qgemm_lowbit_paths)
 {
     sh_format fs[] = {SH_Q4_0, SH_Q4_1, SH_Q8_0, SH_Q3_0, SH_Q2_1, SH_LOG4};
-    int shapes[][3] = {{1, 1, 32}, {1, 7, 96}, {3, 67, 256}, {2, 130, 64}, {5, 9, 32 * 13}};
+    int shapes[][3] = {{1, 1, 32}, {1, 7, 96}, {3, 67, 256}, {2, 130, 64}, {5, 9, 32 * 13}, {9, 33, 160}};
     for (size_t i = 0; i < sizeof fs / sizeof *fs; i++)
         for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
             lowbit_case(fs[i], shapes[s][0], shapes[s][1], shapes[s][2], 1 + (int)(s & 1));

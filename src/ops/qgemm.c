@@ -373,7 +373,14 @@ int sh_qweight_matmul(const float *X, int64_t M, const sh_qweight *w, const floa
 #pragma omp parallel for schedule(dynamic, 2) num_threads(nt) if (tc > 1)
     for (int64_t t = 0; t < tc; t++) {
         int64_t g0 = t * gc, g1 = g0 + gc < ng ? g0 + gc : ng;
-        for (int64_t m = 0; m < M; m++) {
+        int64_t m = 0;
+        /* 4 rows at a time share each unpacked weight chunk */
+        if (fast)
+            for (; m + 4 <= M; m += 4)
+                if (!sh_qpacked_rows4_avx512(w, g0, g1, xq + m * nb, ioff + m * nb, da + m * nb, dsa + m * nb, nb, bias,
+                                             Y + m * N, N))
+                    break;
+        for (; m < M; m++) {
             if (fast)
                 sh_qpacked_rows_avx512(w, g0, g1, xq + m * nb, ioff + m * nb, da + m * nb, dsa + m * nb, bias, Y + m * N);
             else if (avx2)

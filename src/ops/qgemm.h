@@ -206,6 +206,13 @@ void sh_qpacked_rows_ref(const sh_qweight *w, int64_t g0, int64_t g1, const sh_b
                          const float *bias, float *y);
 void sh_qpacked_rows_avx512(const sh_qweight *w, int64_t g0, int64_t g1, const sh_block_q8_0 *xq,
                             const int32_t *ioff, const float *da, const float *dsa, const float *bias, float *y);
+/* The same for 4 activation rows at once (row r's blocks at xq + r * ldb,
+ * ioff / da / dsa likewise; output row r at y + r * ldy): each weight chunk
+ * is unpacked once for the 4 rows.  Formats with one f16 scale per 32
+ * (q8_0, q4_0, q4_1, log4); returns 0 (nothing done) for the others. */
+int sh_qpacked_rows4_avx512(const sh_qweight *w, int64_t g0, int64_t g1, const sh_block_q8_0 *xq,
+                            const int32_t *ioff, const float *da, const float *dsa, int64_t ldb, const float *bias,
+                            float *y, int64_t ldy);
 /* the same with AVX2 (vpmaddubsw; 8-bit codes with the sign trick) */
 void sh_qpacked_rows_avx2(const sh_qweight *w, int64_t g0, int64_t g1, const sh_block_q8_0 *xq,
                           const int32_t *ioff, const float *da, const float *dsa, const float *bias, float *y);

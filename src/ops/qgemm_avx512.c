@@ -485,6 +485,103 @@ static inline __attribute__((always_inline)) void pk(const sh_qweight *w, int bi
     }
 }
 
+/* pdot for 4 activation rows at once: the 8- and 4-bit codes are loaded and
+ * unpacked once for the 4 rows (other widths: pdot per row).  The same
+ * integer sums as pdot, row by row. */
+static inline __attribute__((always_inline)) void pdot4(const uint8_t *codes, int bits, int islog,
+                                                        const uint8_t *const *a, const int32_t *io, __m512i *out)
+{
+    if (bits != 8 && bits != 4) {
+        for (int r = 0; r < 4; r++) out[r] = pdot(codes, bits, islog, a[r], io[r]);
+        return;
+    }
+    const __m512i m4 = _mm512_set1_epi8(15);
+    const __m512i lut = _mm512_broadcast_i32x4(
+        _mm_setr_epi8((char)128, 96, 80, 72, 68, 66, 65, 64, 0, 32, 48, 56, 60, 62, 63, 64));
+    __m512i d0[4], d1[4];
+    for (int r = 0; r < 4; r++) d0[r] = _mm512_set1_epi32(io[r]), d1[r] = _mm512_setzero_si512();
+#define A4R(r, j) _mm512_set1_epi32(LD4(a[r] + 4 * (j)))
+    if (bits == 8) {
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j += 2) {
+            __m512i v0 = _mm512_loadu_si512(codes + 64 * j), v1 = _mm512_loadu_si512(codes + 64 * (j + 1));
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++) {
+                d0[r] = _mm512_dpbusd_epi32(d0[r], v0, A4R(r, j));
+                d1[r] = _mm512_dpbusd_epi32(d1[r], v1, A4R(r, j + 1));
+            }
+        }
+    } else {
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            __m512i v = _mm512_loadu_si512(codes + 64 * j), lo, hi;
+            if (islog) {
+                lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(v, m4));
+                hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+            } else {
+                lo = _mm512_and_si512(v, m4);
+                hi = _mm512_andnot_si512(m4, v);
+            }
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++) {
+                d0[r] = _mm512_dpbusd_epi32(d0[r], lo, A4R(r, j));
+                d1[r] = _mm512_dpbusd_epi32(d1[r], hi, A4R(r, j + 4));
+            }
+        }
+    }
+#undef A4R
+    for (int r = 0; r < 4; r++) {
+        if (bits == 4 && !islog) d1[r] = _mm512_srai_epi32(d1[r], 4);
+        out[r] = _mm512_add_epi32(d0[r], d1[r]);
+    }
+}
+
+/* pk for 4 activation rows (row r: blocks xq + r * ldb ...), gblk 1: each
+ * weight chunk is read and unpacked once for the 4 rows (prompt processing,
+ * batched inference); y row r at y + r * ldy.  Same results as pk per row. */
+static inline __attribute__((always_inline)) void pk4(const sh_qweight *w, int bits, int asym, int islog, int64_t g0,
+                                                      int64_t g1, const sh_block_q8_0 *xq, const int32_t *ioff,
+                                                      const float *da, const float *dsa, int64_t ldb,
+                                                      const float *bias, float *y, int64_t ldy)
+{
+    const int64_t nb = w->K / SH_QK, chunk = w->chunk;
+    for (int64_t g = g0; g < g1; g++) {
+        const uint8_t *c = (const uint8_t *)w->data + g * nb * chunk;
+        __m512 acc[4], accm[4];
+        for (int r = 0; r < 4; r++) acc[r] = accm[r] = _mm512_setzero_ps();
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *ch = c + b * chunk;
+            const uint8_t *a[4];
+            int32_t io[4];
+            __m512i dot[4];
+            for (int r = 0; r < 4; r++) a[r] = (const uint8_t *)xq[r * ldb + b].qs, io[r] = ioff[r * ldb + b];
+            pdot4(ch + (asym ? 64 : 32), bits, islog, a, io, dot);
+            __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)ch));
+            __m512 mn = asym ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(ch + 32))) : d;
+            for (int r = 0; r < 4; r++) {
+                __m512 sc = _mm512_mul_ps(d, _mm512_set1_ps(da[r * ldb + b]));
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r]), sc, acc[r]);
+                if (asym) accm[r] = _mm512_fmadd_ps(mn, _mm512_set1_ps(dsa[r * ldb + b]), accm[r]);
+            }
+        }
+        for (int r = 0; r < 4; r++) pstore(w, g, acc[r], accm[r], bias, y + r * ldy);
+    }
+}
+
+int sh_qpacked_rows4_avx512(const sh_qweight *w, int64_t g0, int64_t g1, const sh_block_q8_0 *xq,
+                            const int32_t *ioff, const float *da, const float *dsa, int64_t ldb, const float *bias,
+                            float *y, int64_t ldy)
+{
+    if (w->gblk > 1 || w->f32s) return 0;
+    switch (w->wf) {
+    case SH_Q4_0: pk4(w, 4, 0, 0, g0, g1, xq, ioff, da, dsa, ldb, bias, y, ldy); return 1;
+    case SH_Q4_1: pk4(w, 4, 1, 0, g0, g1, xq, ioff, da, dsa, ldb, bias, y, ldy); return 1;
+    case SH_LOG4: pk4(w, 4, 0, 1, g0, g1, xq, ioff, da, dsa, ldb, bias, y, ldy); return 1;
+    case SH_Q8_0: pk4(w, 8, 0, 0, g0, g1, xq, ioff, da, dsa, ldb, bias, y, ldy); return 1;
+    default: return 0;
+    }
+}
+
 /* One scale per gblk > 1 blocks (_g64 / _g128: f16 scales; _ch / _t: f32):
  * per scale group ga = sum_b dot_b * da_b (f32), acc += ga * d; the min
  * term m * sum_b dsa_b. */
