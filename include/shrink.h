@@ -1082,10 +1082,10 @@ int sh_sparsify(const sh_graph *g, const sh_sparsify_opts *o, sh_graph **out, sh
  *   bits 3: q3_0 (sym)   2: q2_1 (asym)
  * granularity group (32 values per scale along K; 64 / 128: the _g64 /
  * _g128 rows, layers whose K is not a multiple stay f32 with a note),
- * channel or tensor (one scale per row / tensor: a Gemm weight becomes the
- * _ch / _t row, f32 scales and codes packed at their real size, e.g. 4.008
- * bits per weight for 4096 x 4096 q4_0_ch; a Conv weight keeps the 32-block
- * layout with the scale repeated, noted in the report).  Rounding:
+ * channel or tensor (one scale per row / tensor: Gemm and Conv weights
+ * become the _ch / _t row, f32 scales and codes packed at their real size,
+ * e.g. 4.008 bits per weight for 4096 x 4096 q4_0_ch; the AVX-512 conv
+ * kernel uses the row scale as an f16 block scale).  Rounding:
  * to nearest, or o->gptq (GPTQ with Hessians from o->calib, sequential:
  * each layer calibrated on the outputs of the already quantized layers),
  * after optional o->awq (per-input-channel scales folded into the RMSNorm /

@@ -436,14 +436,18 @@ static sh_graph *dequantized(const sh_graph *q, const sh_graph *orig)
 
 TEST(conv_quantized_matches_dequantized)
 {
-    static const int bits[] = {8, 4, 4, 3, 2, 4}, scheme[] = {0, 1, 2, 0, 0, 3}, groups[] = {32, 32, 64, 32, 32, 32};
+    /* the last two: per-channel rows (q4_0_ch, grouped c2 sliced per group)
+     * and a per-tensor row (q8_0_t) */
+    static const int bits[] = {8, 4, 4, 3, 2, 4, 4, 8}, scheme[] = {0, 1, 2, 0, 0, 3, 1, 1},
+                     groups[] = {32, 32, 64, 32, 32, 32, 32, 32},
+                     gran[] = {0, 0, 0, 0, 0, 0, SH_QGRAN_CHANNEL, SH_QGRAN_TENSOR};
     for (int hw = 0; hw < 2; hw++) { /* 9x8: f32 GEMM path (>= 32 positions); 4x5: integer kernels */
         int64_t H = hw ? 4 : 9, W = hw ? 5 : 8;
         sh_graph *g = small_cnn(H, W);
-        for (int f = 0; f < 6; f++) {
+        for (int f = 0; f < 8; f++) {
             sh_error e = {0};
             sh_graph *q = NULL;
-            sh_quant_opts o = {.bits = bits[f], .scheme = scheme[f], .group = groups[f]};
+            sh_quant_opts o = {.bits = bits[f], .scheme = scheme[f], .group = groups[f], .granularity = gran[f]};
             sh_quant_report r;
             CHECK_OK(sh_quantize_weights(g, &o, &q, &r, &e), &e);
             if (!q) continue;

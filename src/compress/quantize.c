@@ -367,11 +367,9 @@ int sh_quantize_weights(const sh_graph *g, const sh_quant_opts *o, sh_graph **ou
                 j->Kp = group == 32 ? (l->cols + 31) / 32 * 32 : l->cols;
                 if (group != 32 && l->cols % group) why = "K is not a multiple of the group: kept f32";
             } else {
-                /* Gemm: the _ch / _t row (one f32 scale per row / tensor,
-                 * codes at their real size).  Conv keeps the 32-block layout
-                 * with the scale repeated: the conv kernels (conv.c,
-                 * conv_quant.c) read rows of 32-blocks */
-                j->fmt = conv ? j->base : (sh_format)sh_qrows_format(j->base, gran == SH_QGRAN_TENSOR);
+                /* the _ch / _t row (one f32 scale per row / tensor, codes
+                 * at their real size), Gemm and Conv alike */
+                j->fmt = (sh_format)sh_qrows_format(j->base, gran == SH_QGRAN_TENSOR);
                 j->Kp = (l->cols + 31) / 32 * 32;
                 j->group = 0;
             }

@@ -14,6 +14,7 @@
 
 #include "nn_ops.h"
 #include "ops/conv_sparse.h"
+#include "core/quant_formats.h"
 #include "ops/gemm_quant.h"
 
 #ifndef CONV_BAND_BYTES
@@ -836,7 +837,8 @@ static const sh_tensor *conv_unpacked(sh_kctx *k, const sh_tensor *const *in, co
     int64_t K = sh_attr_int(k->node, "weight_k", Kp);
     if (G < 1 || x->shape[1] % G || x->shape[1] / G * ks[0] * ks[1] != K || K > Kp ||
         (2 * K > Kp && sh_cpu_level() >= SH_CPU_LEVEL_AVX512) || !B->data ||
-        B->nbytes < sh_format_bytes(B->fmt, M * Kp))
+        B->nbytes < sh_format_bytes(B->fmt, M * Kp) ||
+        (sh_qrows_base(B->fmt, NULL) >= 0 && B->nbytes != sh_qrows_bytes(B->fmt, M, Kp)))
         return NULL;
     const sh_format_traits *ft = sh_format_get(B->fmt);
     oc_pack *p = *k->state;
@@ -848,7 +850,10 @@ static const sh_tensor *conv_unpacked(sh_kctx *k, const sh_tensor *const *in, co
     size_t rb = sh_format_bytes(B->fmt, Kp);
     /* rows of Kp values (whole groups) written K apart, in order: each row's
      * zero padding lands where the next row then goes (w has M*Kp floats) */
-    for (int64_t r = 0; r < M; r++) ft->to_f32((const char *)B->data + (size_t)r * rb, w + r * K, Kp);
+    if (sh_qrows_base(B->fmt, NULL) >= 0) { /* _ch / _t rows: one header, rows decode alone */
+        for (int64_t r = 0; r < M; r++) sh_qrows_row_to_f32(B->data, r, w + r * K);
+    } else
+        for (int64_t r = 0; r < M; r++) ft->to_f32((const char *)B->data + (size_t)r * rb, w + r * K, Kp);
     p->qw = (sh_tensor){.fmt = SH_F32, .ndim = 4, .shape = {M, x->shape[1] / G, ks[0], ks[1]}, .data = w,
                         .nbytes = sizeof(float) * (size_t)(M * K)};
     p->qsrc = B->data, p->qbytes = B->nbytes, p->qsum = sum;

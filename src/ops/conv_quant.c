@@ -52,8 +52,9 @@ static int cq_setup(sh_kctx *k, const sh_tensor *const *in, int n_in, cq_geom *g
     char b1[96], b2[96];
     const sh_tensor *x = in[0], *B = in[1], *bias = n_in > 2 ? in[2] : NULL;
     const sh_format_traits *ft = sh_format_get(B->fmt);
-    int qg = 0;
-    if (!ft || !ft->is_quantized || sh_qbase_format(B->fmt, &qg) < 0)
+    int qg = 0, rows_fmt = sh_qrows_base(B->fmt, NULL) >= 0;
+    if (rows_fmt) qg = SH_QK; /* _ch / _t: one scale per row / tensor, 32-blocks of codes */
+    if (!ft || !ft->is_quantized || (!rows_fmt && sh_qbase_format(B->fmt, &qg) < 0))
         return sh_op_err(k, SH_EUNSUPPORTED, "Conv: weight format %s is not a grouped quantized format",
                          ft ? ft->name : "?");
     if (x->fmt != SH_F32 || (bias && bias->fmt != SH_F32))
@@ -85,7 +86,11 @@ static int cq_setup(sh_kctx *k, const sh_tensor *const *in, int n_in, cq_geom *g
     if (bias && (bias->ndim != 1 || bias->shape[0] != g->M))
         return sh_op_err(k, SH_ESHAPE, "bias %s does not match the %lld output channels of the %s weight",
                          sh_shape_str(bias->ndim, bias->shape, b1, sizeof b1), (long long)g->M, ft->name);
-    if (B->nbytes && B->nbytes < sh_format_bytes(B->fmt, g->M * g->Kp))
+    if (rows_fmt && (!B->data || B->nbytes != sh_qrows_bytes(B->fmt, g->M, g->Kp)))
+        return sh_op_err(k, SH_ESHAPE, "%s weight %s holds %zu bytes, needs %zu", ft->name,
+                         sh_shape_str(B->ndim, B->shape, b2, sizeof b2), B->nbytes,
+                         sh_qrows_bytes(B->fmt, g->M, g->Kp));
+    if (!rows_fmt && B->nbytes && B->nbytes < sh_format_bytes(B->fmt, g->M * g->Kp))
         return sh_op_err(k, SH_ESHAPE, "%s weight %s holds %zu bytes, needs %zu", ft->name,
                          sh_shape_str(B->ndim, B->shape, b2, sizeof b2), B->nbytes,
                          sh_format_bytes(B->fmt, g->M * g->Kp));
@@ -174,24 +179,35 @@ static int64_t cq_cb(int bits) { return bits == 8 ? 512 : bits == 4 ? 256 : bits
  * bit j' is the high bit.  Codes u as sh_qblock_unpack gives them (log4:
  * the 4-bit codes s|e and the f16 scale of the block, 64 times d). */
 static void cq_pack16(const uint8_t *W, sh_format f, size_t rb, int64_t rows, int64_t Kp, int bits, int asym,
-                      uint8_t *dst, uint8_t *xrow)
+                      uint8_t *dst, uint8_t *xrow, int64_t row0)
 {
     int64_t nb = Kp / SH_QK, hdr = cq_hdr(asym), chunk = hdr + cq_cb(bits);
     int g = 32;
-    sh_format base = (sh_format)sh_qbase_format(f, &g);
+    /* _ch / _t rows (W the whole buffer, row0 the first row): each block's
+     * codes from the row, the row's f32 scale (and min) stored as the f16
+     * block scale of this layout (relative rounding <= 2^-11) */
+    int rows_fmt = sh_qrows_base(f, NULL) >= 0;
+    sh_format base = rows_fmt ? (sh_format)sh_qrows_base(f, NULL) : (sh_format)sh_qbase_format(f, &g);
+    int64_t bc = rows_fmt ? sh_qrows_block_codes(base) : 0;
     size_t bb = (size_t)sh_format_get(base)->block_bytes;
     memset(dst, 0, (size_t)(nb * chunk));
     for (int64_t r = 0; r < rows && r < 16; r++) {
-        const uint8_t *row = W + (size_t)r * rb;
-        if (g > 32) {
+        const uint8_t *row = rows_fmt ? NULL : W + (size_t)r * rb;
+        float rd = 0.0f, rm = 0.0f;
+        if (rows_fmt) rd = sh_qrows_scale(W, row0 + r, &rm);
+        if (!rows_fmt && g > 32) {
             sh_qexpand(f, row, Kp, xrow);
             row = xrow;
         }
         for (int64_t b = 0; b < nb; b++) {
             uint8_t u[SH_QK], *c = dst + b * chunk, *cd = c + hdr;
-            const uint8_t *blk = row + (size_t)b * bb;
+            const uint8_t *blk = rows_fmt ? NULL : row + (size_t)b * bb;
             float d, m;
-            sh_qblock_unpack(base, blk, u, &d, &m);
+            if (rows_fmt) {
+                sh_qrows_unpack_block(base, sh_qrows_codes(W, row0 + r) + b * bc, u);
+                d = rd, m = rm;
+            } else
+                sh_qblock_unpack(base, blk, u, &d, &m);
             uint16_t dh = sh_f2h(d), mh = sh_f2h(m);
             if (base == SH_LOG4) { /* the 4-bit codes and the block's own f16 scale (d * 64) */
                 for (int k = 0; k < SH_QK; k++) u[k] = k < 16 ? blk[2 + k] & 15 : blk[2 + k - 16] >> 4;
@@ -221,7 +237,8 @@ static int cq_state(sh_kctx *k, const sh_tensor *B, const cq_geom *g, sh_conv_qs
     *owned = 0;
     int level = sh_cpu_level();
     sh_conv_qstate *s = k->state ? (sh_conv_qstate *)*k->state : NULL;
-    uint32_t sum = cq_checksum(B->data, sh_format_bytes(B->fmt, g->M * g->Kp));
+    int rows_fmt = sh_qrows_base(B->fmt, NULL) >= 0;
+    uint32_t sum = cq_checksum(B->data, rows_fmt ? B->nbytes : sh_format_bytes(B->fmt, g->M * g->Kp));
     if (s && s->src == B->data && s->nbytes == B->nbytes && s->sum == sum && s->fmt == B->fmt && s->M == g->M &&
         s->Kp == g->Kp && s->G == g->G && s->level == level) {
         *out = s;
@@ -234,7 +251,8 @@ static int cq_state(sh_kctx *k, const sh_tensor *B, const cq_geom *g, sh_conv_qs
     s = calloc(1, sizeof *s);
     if (!s) return sh_op_err(k, SH_ENOMEM, "out of memory for a quantized conv state");
     s->fmt = B->fmt, s->M = g->M, s->Kp = g->Kp, s->G = g->G, s->level = level;
-    int base = sh_qbase_format(B->fmt, NULL);
+    int base = rows_fmt ? sh_qrows_base(B->fmt, NULL) : sh_qbase_format(B->fmt, NULL);
+    if (rows_fmt && base == SH_LOG4) base = -1; /* log4 rows: the portable prepared weight */
     size_t rb = sh_format_bytes(B->fmt, g->Kp);
 #if defined(__x86_64__) && defined(__GNUC__)
     if (level == SH_CPU_LEVEL_AVX512 &&
@@ -253,8 +271,9 @@ static int cq_state(sh_kctx *k, const sh_tensor *B, const cq_geom *g, sh_conv_qs
         }
         for (int64_t gi = 0; gi < g->G; gi++)
             for (int64_t gr = 0; gr < ngr; gr++)
-                cq_pack16((const uint8_t *)B->data + (size_t)(gi * g->Mg + gr * 16) * rb, B->fmt, rb,
-                          g->Mg - gr * 16, g->Kp, s->bits, s->asym, s->wp + (gi * ngr + gr) * nb * chunk, xrow);
+                cq_pack16((const uint8_t *)B->data + (rows_fmt ? 0 : (size_t)(gi * g->Mg + gr * 16) * rb), B->fmt, rb,
+                          g->Mg - gr * 16, g->Kp, s->bits, s->asym, s->wp + (gi * ngr + gr) * nb * chunk, xrow,
+                          gi * g->Mg + gr * 16);
         free(xrow);
     }
 #endif
@@ -266,8 +285,18 @@ static int cq_state(sh_kctx *k, const sh_tensor *B, const cq_geom *g, sh_conv_qs
         }
         for (int64_t gi = 0; gi < g->G; gi++) {
             sh_error e = {0};
-            if (sh_qweight_new((const char *)B->data + (size_t)(gi * g->Mg) * rb, B->fmt, g->Mg, g->Kp, -1,
-                               &s->qw[gi], &e)) {
+            /* _ch / _t rows: the group's rows as their own buffer (f32
+             * scales kept, codes at their size) */
+            sh_tensor *sl = NULL;
+            if (rows_fmt && g->G > 1 && sh_qrows_slice(B, gi * g->Mg, (gi + 1) * g->Mg, &sl, &e)) {
+                sh_conv_qstate_free(s);
+                return sh_op_err(k, e.code, "slicing group %lld of the %s weight: %s", (long long)gi,
+                                 sh_format_get(B->fmt)->name, e.msg);
+            }
+            const char *src = rows_fmt ? (sl ? sl->data : B->data) : (const char *)B->data + (size_t)(gi * g->Mg) * rb;
+            int prc = sh_qweight_new(src, B->fmt, g->Mg, g->Kp, -1, &s->qw[gi], &e);
+            sh_tensor_free(sl);
+            if (prc) {
                 sh_conv_qstate_free(s);
                 return sh_op_err(k, e.code, "preparing the %s weight of group %lld: %s", sh_format_get(B->fmt)->name,
                                  (long long)gi, e.msg);
