@@ -1469,12 +1469,13 @@ void sh_qat_report_free(sh_qat_report *r);
 int sh_qat_convert(const sh_graph *g, sh_graph **out, sh_qat_report *rep, sh_error *err);
 /* As sh_qat_convert, and then each symmetric per-channel (or per-tensor)
  * 2 / 3 / 4 / 8-bit weight of a Gemm (transB=1, transA=0, alpha 1, the
- * weight read only there) is stored packed with exactly the learned f32
+ * weight read only there) or of a 2-D Conv (rows of C/G*kh*kw, with
+ * kernel_shape and weight_k set) is stored packed with exactly the learned f32
  * scales: q4_0_ch / q3_0_ch / q8_0_ch (q = u - off), and for 2 bits (narrow
  * range) q2_1_ch with min -s (q = u - 1); _t rows for per-tensor scales.
  * The dequantized values equal sh_qat_convert's f32 grid values bit for bit.
- * K not a multiple of 32: rows zero-padded, attribute weight_k = K.  Conv
- * and MatMul weights (and 5-7 bits, 8-bit wide range) stay the f32 grid. */
+ * K not a multiple of 32: rows zero-padded, attribute weight_k = K.
+ * MatMul weights (and 5-7 bits, 8-bit wide range) stay the f32 grid. */
 int sh_qat_convert_packed(const sh_graph *g, sh_graph **out, sh_qat_report *rep, sh_error *err);
 
 /* ------------------------------------------------------------------------ */

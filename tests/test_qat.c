@@ -454,11 +454,11 @@ TEST(qat_mse_init_scales)
 /* QAT export packed: each Gemm weight becomes the _ch / _t row of its bit
  * width holding exactly the learned scales; its dequantized values equal the
  * f32 grid sh_qat_convert gives, bit for bit; the file round-trips */
-TEST(qat_convert_packed_exact_grid)
+static void packed_grid_case(const char *model)
 {
     sh_error err = {0};
     sh_graph *g = NULL;
-    CHECK_OK(sh_model_build("mlp-small", 3, &g, &err), &err);
+    CHECK_OK(sh_model_build(model, 3, &g, &err), &err);
     if (!g) return;
     int bits[] = {4, 3, 2, 8, 4}, pt[] = {0, 0, 0, 0, 1};
     for (int t = 0; t < 5; t++) {
@@ -515,9 +515,9 @@ TEST(qat_convert_packed_exact_grid)
         run1(c2, d, 8, y2);
         double mx = 0, dm = 0;
         for (int i = 0; i < 80; i++) mx = fmax(mx, fabs(y1[i])), dm = fmax(dm, fabs(y1[i] - y2[i]));
-        CHECK_MSG(dm <= 0.03 * mx + 1e-4, "bits %d: max |diff| %g of max %g", bits[t], dm, mx);
+        CHECK_MSG(dm <= 0.03 * mx + 1e-4, "%s bits %d: max |diff| %g of max %g", model, bits[t], dm, mx);
         char path[512];
-        snprintf(path, sizeof path, "%s/qat_packed_%d.onnx", sh_test_tmpdir(), t);
+        snprintf(path, sizeof path, "%s/qat_packed_%s_%d.onnx", sh_test_tmpdir(), model, t);
         CHECK_OK(sh_model_save(c2, path, &err), &err);
         sh_graph *l = NULL;
         CHECK_OK(sh_model_load(path, &l, &err), &err);
@@ -531,4 +531,12 @@ TEST(qat_convert_packed_exact_grid)
         sh_graph_free(p), sh_graph_free(c1), sh_graph_free(c2);
     }
     sh_graph_free(g);
+}
+
+/* the MLP's Gemm weights and the CNN's Conv weights ([M, C, kh, kw] as rows
+ * of C*kh*kw, kernel_shape / weight_k set on the Conv) */
+TEST(qat_convert_packed_exact_grid)
+{
+    packed_grid_case("mlp-small");
+    packed_grid_case("cnn-small");
 }

@@ -268,8 +268,9 @@ static int packable_gemm(const sh_graph *w, const sh_node *n)
             }
     if (k < 0) return -1;
     const sh_node *g = &w->nodes[k];
-    if (strcmp(g->op, "Gemm") || sh_attr_int(g, "transB", 0) != 1 || sh_attr_int(g, "transA", 0) != 0 ||
-        sh_attr_float(g, "alpha", 1.0f) != 1.0f)
+    int conv = !strcmp(g->op, "Conv");
+    if (!conv && (strcmp(g->op, "Gemm") || sh_attr_int(g, "transB", 0) != 1 || sh_attr_int(g, "transA", 0) != 0 ||
+                  sh_attr_float(g, "alpha", 1.0f) != 1.0f))
         return -1;
     /* the weight itself is read by the FakeQuant only */
     int x = n->in[0], r = 0;
@@ -347,10 +348,15 @@ static int qat_convert(const sh_graph *g, int pack, sh_graph **out, sh_qat_repor
             /* packed: a 2-D Gemm weight [N, K], symmetric, one scale per
              * row (axis 0) or per tensor, at 2 / 3 / 4 / 8 bits */
             int off = 0, base = -1, gk = -1;
-            if (pack && sym && !zv && W->ndim == 2 && (C == 1 || (C == W->shape[0] && axis == 0)) &&
+            /* a 2-D Gemm weight [N, K], or a 2-D Conv weight [M, C/G, kh, kw]
+             * as rows of K = C/G*kh*kw (the layout conv_quant.c reads) */
+            int w4 = W->ndim == 4;
+            if (pack && sym && !zv && (W->ndim == 2 || w4) && (C == 1 || (C == W->shape[0] && axis == 0)) &&
                 (base = grid_format(bits, qmin, qmax, &off)) >= 0)
                 gk = packable_gemm(w, n);
-            int64_t N = W->ndim == 2 ? W->shape[0] : 0, K = W->ndim == 2 ? W->shape[1] : 0, Kp = (K + 31) / 32 * 32;
+            if (gk >= 0 && (w4 != !strcmp(w->nodes[gk].op, "Conv"))) gk = -1;
+            int64_t N = W->ndim >= 2 ? W->shape[0] : 0, K = N > 0 ? sh_tensor_numel(W) / N : 0,
+                    Kp = (K + 31) / 32 * 32, ksz[2] = {w4 ? W->shape[2] : 0, w4 ? W->shape[3] : 0};
             uint8_t *codes = gk >= 0 ? malloc((size_t)(N * Kp)) : NULL;
             sh_qparams *qp = gk >= 0 ? malloc(sizeof(sh_qparams) * (size_t)C) : NULL;
             if (gk >= 0 && (!codes || !qp)) {
@@ -387,7 +393,10 @@ static int qat_convert(const sh_graph *g, int pack, sh_graph **out, sh_qat_repor
                     xv->fmt = P->fmt;
                     xv->ndim = 2;
                     xv->shape[0] = N, xv->shape[1] = Kp;
-                    if (Kp != K) rc = sh_node_set_int(w, gk, "weight_k", K);
+                    if (w4) rc = sh_node_set_ints(w, gk, "kernel_shape", 2, ksz) || sh_node_set_int(w, gk, "weight_k", K)
+                                     ? sh_err(err, SH_ENOMEM, "out of memory")
+                                     : SH_OK;
+                    else if (Kp != K) rc = sh_node_set_int(w, gk, "weight_k", K);
                     if (L) L->packed = 1;
                 }
             }
