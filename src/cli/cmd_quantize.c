@@ -77,6 +77,41 @@ static void usage(FILE *f)
 static int wants_int8(int argc, char **argv);
 static int cmd_quantize_int8(int argc, char **argv);
 
+/* Options that the weight-mode and the int8 parsers of quantize share. */
+typedef struct q_common {
+    const char *out, *mode, *calib, *gran, *scheme;
+    int json;
+    int64_t bits, seed, samples, threads;
+} q_common;
+
+/* argv[*i] as one of the shared options: 1 consumed (*i advanced past its
+ * value), 0 not one of them, -1 after printing a usage error. */
+static int q_common_opt(const char *cmd, int argc, char **argv, int *i, q_common *c, sh_quant_opts *o)
+{
+    const char *a = argv[*i], *val;
+    const char **str = !strcmp(a, "-o") || !strcmp(a, "--output") ? &c->out
+                       : !strcmp(a, "--mode")                     ? &c->mode
+                       : !strcmp(a, "--calib")                    ? &c->calib
+                       : !strcmp(a, "--granularity")              ? &c->gran
+                       : !strcmp(a, "--scheme")                   ? &c->scheme
+                       : !strcmp(a, "--exclude")                  ? &o->exclude
+                                                                  : NULL;
+    if (str) return (*str = cli_arg(cmd, argc, argv, i)) ? 1 : -1;
+    if (!strcmp(a, "--json")) c->json = 1;
+    else if (!strcmp(a, "--skip-classifier")) o->skip_classifier = 1;
+    else if (!strcmp(a, "--bits")) {
+        if (!(val = cli_arg(cmd, argc, argv, i)) || cli_int(cmd, a, val, -1000000, 1000000, &c->bits)) return -1;
+    } else if (!strcmp(a, "--seed")) {
+        if (!(val = cli_arg(cmd, argc, argv, i)) || cli_int(cmd, a, val, 0, 1000000000, &c->seed)) return -1;
+    } else if (!strcmp(a, "--calib-samples")) {
+        if (!(val = cli_arg(cmd, argc, argv, i)) || cli_int(cmd, a, val, 1, 1000000000, &c->samples)) return -1;
+    } else if (!strcmp(a, "--threads")) {
+        if (!(val = cli_arg(cmd, argc, argv, i)) || cli_int(cmd, a, val, 0, 1024, &c->threads)) return -1;
+    } else
+        return 0;
+    return 1;
+}
+
 int cmd_quantize(int argc, char **argv)
 {
     static const char *const auto_opts[] = {"--budget-bytes", "--max-drop", NULL};
@@ -84,54 +119,31 @@ int cmd_quantize(int argc, char **argv)
     static const char *const qat_opts[] = {"--qat", NULL};
     if (cli_has_opt(argc, argv, qat_opts)) return cmd_quantize_qat(argc, argv); /* cmd_distill.c */
     if (wants_int8(argc, argv)) return cmd_quantize_int8(argc, argv); /* dynamic / static int8, below */
-    const char *cmd = "quantize", *in = NULL, *out = NULL, *mode = NULL, *scheme = NULL;
-    const char *calib = NULL, *gran = NULL; /* weight mode: GPTQ / AWQ / bias correction (gptq) */
-    int json = 0;
-    int64_t bits = 8, seed = 0, wsamples = 0, wseq = 0, wthreads = 0;
+    const char *cmd = "quantize", *in = NULL;
+    int64_t wseq = 0;
     double damp = 0;
     sh_quant_opts o = {0};
+    q_common c = {.bits = 8}; /* --calib: weight mode's GPTQ / AWQ / bias correction */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val;
+        int co = q_common_opt(cmd, argc, argv, &i, &c, &o);
+        if (co < 0) return EXIT_USAGE;
+        if (co) continue;
         if (cli_is_help(a)) {
             usage(stdout);
             return EXIT_OK;
-        } else if (!strcmp(a, "--json")) {
-            json = 1;
         } else if (!strcmp(a, "--gptq")) {
             o.gptq = 1;
         } else if (!strcmp(a, "--awq")) {
             o.awq = 1;
         } else if (!strcmp(a, "--bias-correction")) {
             o.bias_correction = 1;
-        } else if (!strcmp(a, "--calib")) {
-            if (!(calib = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
-        } else if (!strcmp(a, "--granularity")) {
-            if (!(gran = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
         } else if (!strcmp(a, "--layer-bits")) {
             if (!(o.layer_bits = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
-        } else if (!strcmp(a, "--calib-samples")) {
-            if (!(val = cli_arg(cmd, argc, argv, &i)) || cli_int(cmd, a, val, 1, 1000000000, &wsamples)) return EXIT_USAGE;
         } else if (!strcmp(a, "--seq-len")) {
             if (!(val = cli_arg(cmd, argc, argv, &i)) || cli_int(cmd, a, val, 2, 1000000, &wseq)) return EXIT_USAGE;
-        } else if (!strcmp(a, "--threads")) {
-            if (!(val = cli_arg(cmd, argc, argv, &i)) || cli_int(cmd, a, val, 0, 1024, &wthreads)) return EXIT_USAGE;
         } else if (!strcmp(a, "--damp")) {
             if (!(val = cli_arg(cmd, argc, argv, &i)) || cli_float(cmd, a, val, 0.0, 10.0, &damp)) return EXIT_USAGE;
-        } else if (!strcmp(a, "--skip-classifier")) {
-            o.skip_classifier = 1;
-        } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
-            if (!(out = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
-        } else if (!strcmp(a, "--mode")) {
-            if (!(mode = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
-        } else if (!strcmp(a, "--scheme")) {
-            if (!(scheme = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
-        } else if (!strcmp(a, "--exclude")) {
-            if (!(o.exclude = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
-        } else if (!strcmp(a, "--bits")) {
-            if (!(val = cli_arg(cmd, argc, argv, &i)) || cli_int(cmd, a, val, -1000000, 1000000, &bits))
-                return EXIT_USAGE;
-        } else if (!strcmp(a, "--seed")) {
-            if (!(val = cli_arg(cmd, argc, argv, &i)) || cli_int(cmd, a, val, 0, 1000000000, &seed)) return EXIT_USAGE;
         } else if (a[0] == '-' && a[1]) {
             return cli_usage(cmd, "unknown option '%s'", a);
         } else if (!in) {
@@ -140,6 +152,9 @@ int cmd_quantize(int argc, char **argv)
             return cli_usage(cmd, "unexpected argument '%s'", a);
         }
     }
+    const char *out = c.out, *mode = c.mode, *scheme = c.scheme, *calib = c.calib, *gran = c.gran;
+    int json = c.json;
+    int64_t bits = c.bits, seed = c.seed, wsamples = c.samples, wthreads = c.threads;
     if (!in) return cli_usage(cmd, "need a model to quantize");
     if (!out) return cli_usage(cmd, "need an output file (-o OUT)");
     if (mode && strcmp(mode, "weight")) {
@@ -300,47 +315,22 @@ static const char *method_name(int m)
 
 static int cmd_quantize_int8(int argc, char **argv)
 {
-    const char *cmd = "quantize", *in = NULL, *out = NULL, *mode = NULL, *calib = NULL, *gran = NULL;
-    const char *scheme = NULL, *method = NULL;
-    int json = 0;
-    int64_t bits = 8, seed = 0, samples = 0, threads = 0;
+    const char *cmd = "quantize", *in = NULL, *method = NULL;
     sh_quant_opts o = {0};
+    q_common c = {.bits = 8};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val;
+        int co = q_common_opt(cmd, argc, argv, &i, &c, &o);
+        if (co < 0) return EXIT_USAGE;
+        if (co) continue;
         if (cli_is_help(a)) {
             usage(stdout);
             return EXIT_OK;
-        } else if (!strcmp(a, "--json")) {
-            json = 1;
-        } else if (!strcmp(a, "--skip-classifier")) {
-            o.skip_classifier = 1;
-        } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
-            if (!(out = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
-        } else if (!strcmp(a, "--mode")) {
-            if (!(mode = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
-        } else if (!strcmp(a, "--calib")) {
-            if (!(calib = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
         } else if (!strcmp(a, "--method")) {
             if (!(method = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
-        } else if (!strcmp(a, "--granularity")) {
-            if (!(gran = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
-        } else if (!strcmp(a, "--scheme")) {
-            if (!(scheme = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
-        } else if (!strcmp(a, "--exclude")) {
-            if (!(o.exclude = cli_arg(cmd, argc, argv, &i))) return EXIT_USAGE;
         } else if (!strcmp(a, "--smooth")) {
             if (!(val = cli_arg(cmd, argc, argv, &i)) || cli_float(cmd, a, val, 1e-6, 0.999999, &o.smooth))
                 return EXIT_USAGE;
-        } else if (!strcmp(a, "--calib-samples")) {
-            if (!(val = cli_arg(cmd, argc, argv, &i)) || cli_int(cmd, a, val, 1, 1000000000, &samples))
-                return EXIT_USAGE;
-        } else if (!strcmp(a, "--threads")) {
-            if (!(val = cli_arg(cmd, argc, argv, &i)) || cli_int(cmd, a, val, 0, 1024, &threads)) return EXIT_USAGE;
-        } else if (!strcmp(a, "--bits")) {
-            if (!(val = cli_arg(cmd, argc, argv, &i)) || cli_int(cmd, a, val, -1000000, 1000000, &bits))
-                return EXIT_USAGE;
-        } else if (!strcmp(a, "--seed")) {
-            if (!(val = cli_arg(cmd, argc, argv, &i)) || cli_int(cmd, a, val, 0, 1000000000, &seed)) return EXIT_USAGE;
         } else if (a[0] == '-' && a[1]) {
             return cli_usage(cmd, "unknown option '%s' for int8 quantization", a);
         } else if (!in) {
@@ -349,6 +339,9 @@ static int cmd_quantize_int8(int argc, char **argv)
             return cli_usage(cmd, "unexpected argument '%s'", a);
         }
     }
+    const char *out = c.out, *mode = c.mode, *calib = c.calib, *gran = c.gran, *scheme = c.scheme;
+    int json = c.json;
+    int64_t bits = c.bits, seed = c.seed, samples = c.samples, threads = c.threads;
     if (!in) return cli_usage(cmd, "need a model to quantize");
     if (!out) return cli_usage(cmd, "need an output file (-o OUT)");
     if (!mode) mode = "static"; /* --calib alone: static int8 */

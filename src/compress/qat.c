@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "core/quant_formats.h"
+#include "graph/graph_internal.h"
 #include "ops/ops.h"
 #include "shrink.h"
 
@@ -235,24 +236,6 @@ int sh_qat_prepare(const sh_graph *g, const sh_qat_opts *o, sh_graph **out, sh_e
     return SH_OK;
 }
 
-static void node_free(sh_node *n)
-{
-    free(n->name);
-    free(n->op);
-    free(n->domain);
-    free(n->in);
-    free(n->out);
-    for (int i = 0; i < n->n_attrs; i++) {
-        sh_attr *a = &n->attrs[i];
-        free(a->name);
-        free(a->s);
-        free(a->ints);
-        free(a->floats);
-        sh_tensor_free(a->t);
-    }
-    free(n->attrs);
-}
-
 /* The Gemm that is the only reader of FakeQuant n's output, when it can run
  * a packed weight (transB=1, transA=0, alpha 1, weight input), else -1. */
 static int packable_gemm(const sh_graph *w, const sh_node *n)
@@ -412,7 +395,7 @@ static int qat_convert(const sh_graph *g, int pack, sh_graph **out, sh_qat_repor
         for (int j = 0; j < w->n_outputs; j++)
             if (w->outputs[j] == y) w->outputs[j] = x;
         w->values[y].producer = -1;
-        node_free(n);
+        sh_node_free_fields(n);
         memmove(&w->nodes[i], &w->nodes[i + 1], sizeof(sh_node) * (size_t)(w->n_nodes - i - 1));
         w->n_nodes--;
         i--;

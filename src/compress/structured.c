@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "compress.h"
+#include "graph/graph_internal.h"
 
 typedef struct vmap { int space, axis; int64_t unit; } vmap;
 typedef struct sp {
@@ -703,21 +704,6 @@ out:
  * the branch's output scale (its last BatchNormalization's
  * |gamma| / sqrt(var + eps)), else of its last layer's weight. */
 
-static void free_node_fields(sh_node *n)
-{
-    free(n->name);
-    free(n->op);
-    free(n->domain);
-    free(n->in);
-    free(n->out);
-    for (int i = 0; i < n->n_attrs; i++) {
-        sh_attr *a = &n->attrs[i];
-        free(a->name), free(a->s), free(a->ints), free(a->floats);
-        sh_tensor_free(a->t);
-    }
-    free(n->attrs);
-}
-
 /* reach[n] = 1 for nodes reachable forward from value s */
 static void forward_from(const sh_graph *g, int s, unsigned char *reach)
 {
@@ -888,7 +874,7 @@ int sh_prune_blocks(const sh_graph *g0, const sh_prune_opts *o, sh_graph **out, 
     int k = 0;
     for (int i = 0; i < g->n_nodes; i++) {
         if (dead[i]) {
-            free_node_fields(&g->nodes[i]);
+            sh_node_free_fields(&g->nodes[i]);
             continue;
         }
         if (k != i) g->nodes[k] = g->nodes[i];

@@ -34,7 +34,7 @@ static void attr_free(sh_attr *a)
     sh_tensor_free(a->t);
 }
 
-static void node_free(sh_node *n)
+void sh_node_free_fields(sh_node *n)
 {
     free(n->name);
     free(n->op);
@@ -53,7 +53,7 @@ void sh_graph_free(sh_graph *g)
         sh_tensor_free(g->values[i].init);
     }
     free(g->values);
-    for (int i = 0; i < g->n_nodes; i++) node_free(&g->nodes[i]);
+    for (int i = 0; i < g->n_nodes; i++) sh_node_free_fields(&g->nodes[i]);
     free(g->nodes);
     free(g->inputs);
     free(g->outputs);
@@ -164,7 +164,7 @@ int sh_graph_add_node(sh_graph *g, const char *op, const char *name, int n_in,
     n->in = malloc(sizeof(int) * (size_t)(n_in > 0 ? n_in : 1));
     n->out = malloc(sizeof(int) * (size_t)(n_out > 0 ? n_out : 1));
     if (!n->name || !n->op || !n->domain || !n->in || !n->out) {
-        node_free(n);
+        sh_node_free_fields(n);
         return sh_err(err, SH_ENOMEM, "out of memory");
     }
     n->n_in = n_in;
@@ -174,7 +174,7 @@ int sh_graph_add_node(sh_graph *g, const char *op, const char *name, int n_in,
         int v = sh_graph_find(g, inputs[i]);
         if (v < 0) {
             int rc = sh_err(err, SH_EINVAL, "node '%s' (%s): input '%s' is not defined", name, op, inputs[i]);
-            node_free(n);
+            sh_node_free_fields(n);
             return rc;
         }
         n->in[i] = v;

@@ -441,21 +441,6 @@ static int pass_fuse_act(rw *w)
     return SH_OK;
 }
 
-static void node_free(sh_node *n)
-{
-    free(n->name);
-    free(n->op);
-    free(n->domain);
-    free(n->in);
-    free(n->out);
-    for (int i = 0; i < n->n_attrs; i++) {
-        sh_attr *a = &n->attrs[i];
-        free(a->name), free(a->s), free(a->ints), free(a->floats);
-        sh_tensor_free(a->t);
-    }
-    free(n->attrs);
-}
-
 /* Drop dead nodes, re-sort, fix producers. */
 static int compact(rw *w)
 {
@@ -463,7 +448,7 @@ static int compact(rw *w)
     int k = 0;
     for (int i = 0; i < g->n_nodes; i++) {
         if (w->dead[i]) {
-            node_free(&g->nodes[i]);
+            sh_node_free_fields(&g->nodes[i]);
             continue;
         }
         if (k != i) g->nodes[k] = g->nodes[i];

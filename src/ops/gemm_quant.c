@@ -7,7 +7,7 @@
  * GEMV).  The weight is prepared for the CPU once per program run and cached
  * in the node's state slot.  From SH_GEMM_QUANT_DEQ_M rows on (prompt
  * processing, batched evaluation), for formats without a 4-row integer
- * kernel (rows4_kernel), the weight is unpacked to f32 in scratch
+ * kernel (sh_qrows4_supported), the weight is unpacked to f32 in scratch
  * and the f32 GEMM runs instead (llama.cpp does the same with BLAS).  There
  * is no backward: gemm_bwd (nn.c) returns SH_EUNSUPPORTED naming the format.
  * Weights with one scale per 64 / 128 values, per row (_ch) or per tensor
@@ -28,19 +28,11 @@ typedef struct qstate {
 } qstate;
 
 /* rows from which the weight is unpacked to f32 for the f32 GEMM, for the
- * formats that have no 4-row integer kernel (rows4_kernel) */
+ * formats that have no 4-row integer kernel (sh_qrows4_supported) */
 #define SH_GEMM_QUANT_DEQ_M 32
 
 #define QSTATE_HDR ((sizeof(qstate) + 63) / 64 * 64)
 
-/* AVX-512 VNNI runs q8_0 / q4_0 / q4_1 / log4 rows 4 activation rows at a
- * time (sh_qpacked_rows4_avx512): faster than unpacking to f32 for the f32
- * GEMM at any M (Llama dim 1024, 64-token prefill, 1 thread: q4_0 118 ->
- * 45 ms, f32 121 ms; bench/bench_llama_speed.sh) */
-static int rows4_kernel(sh_format f)
-{
-    return sh_cpu_level() == SH_CPU_LEVEL_AVX512 && (f == SH_Q4_0 || f == SH_Q4_1 || f == SH_LOG4 || f == SH_Q8_0);
-}
 
 typedef struct qgeom {
     int64_t M, N, K, Kp; /* Kp: B's columns (K padded with zero weights) */
@@ -142,7 +134,11 @@ int sh_gemm_quantized(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tenso
     /* bias fused when C is a row vector [N] added with beta = 1 */
     const float *bias = C && g.beta == 1.0f && g.cm == 1 && g.cn == g.N ? C : NULL;
     const float *X = in[0]->data;
-    if (g.M >= SH_GEMM_QUANT_DEQ_M && !rows4_kernel(B->fmt)) {
+    /* AVX-512 VNNI runs q8_0 / q4_0 / q4_1 / log4 4 activation rows at a
+     * time: faster than unpacking to f32 for the f32 GEMM at any M (Llama dim
+     * 1024, 64-token prefill, 1 thread: q4_0 118 -> 45 ms, f32 121 ms;
+     * bench/bench_llama_speed.sh) */
+    if (g.M >= SH_GEMM_QUANT_DEQ_M && !sh_qrows4_supported(B->fmt)) {
         /* many rows (prompt processing, batched eval): the weight is unpacked
          * to f32 once for this call and the f32 GEMM does the rest, as
          * llama.cpp does with BLAS for batches >= 32; the unpacking costs

@@ -343,6 +343,11 @@ int sh_qweight_new(const void *W, sh_format wf, int64_t N, int64_t K, int level,
     return SH_OK;
 }
 
+int sh_qrows4_supported(sh_format wf)
+{
+    return sh_cpu_level() == SH_CPU_LEVEL_AVX512 && (wf == SH_Q4_0 || wf == SH_Q4_1 || wf == SH_LOG4 || wf == SH_Q8_0);
+}
+
 int sh_qweight_matmul(const float *X, int64_t M, const sh_qweight *w, const float *bias, float *Y, int nthreads,
                       sh_error *err)
 {

@@ -210,6 +210,10 @@ void sh_qpacked_rows_avx512(const sh_qweight *w, int64_t g0, int64_t g1, const s
  * ioff / da / dsa likewise; output row r at y + r * ldy): each weight chunk
  * is unpacked once for the 4 rows.  Formats with one f16 scale per 32
  * (q8_0, q4_0, q4_1, log4); returns 0 (nothing done) for the others. */
+/* 1 if rows of weight format wf run 4 activation rows at a time here (the
+ * CPU level is avx512 and wf one of the formats above): Gemm prefers that
+ * to unpacking the weight to f32 for a batch of rows. */
+int sh_qrows4_supported(sh_format wf);
 int sh_qpacked_rows4_avx512(const sh_qweight *w, int64_t g0, int64_t g1, const sh_block_q8_0 *xq,
                             const int32_t *ioff, const float *da, const float *dsa, int64_t ldb, const float *bias,
                             float *y, int64_t ldy);
