@@ -1075,7 +1075,10 @@ int sh_sparsify(const sh_graph *g, const sh_sparsify_opts *o, sh_graph **out, sh
 
 /* Weight-only quantization (src/compress/quantize.c, gptq.c, awq.c): the
  * weight [N out, K in] of every Gemm with transB=1 (Llama linear layers,
- * PyTorch Linear exports) and of every 2-D Conv ([Cout, Cin/group*kh*kw],
+ * PyTorch Linear exports; a Gemm with transB=0 and a MatMul with a 2-D f32
+ * initializer weight [K,N] -- a Linear of a transformer exported to ONNX --
+ * become Gemm transB=1 with the weight transposed, shrink's Gemm taking an
+ * A of any rank [...,K]) and of every 2-D Conv ([Cout, Cin/group*kh*kw],
  * BatchNorm folded first; stored [Cout, Kp] with attributes kernel_shape and
  * weight_k, run by ops/conv_quant.c) becomes a grouped format:
  *   bits 8: q8_0 (sym)   4: q4_0 (sym, default), q4_1 (asym), log4 (scheme 3)
@@ -1098,7 +1101,7 @@ int sh_sparsify(const sh_graph *g, const sh_sparsify_opts *o, sh_graph **out, sh
  * padded with zero weights to Kp (the initializer is [N, Kp], the node gets
  * the attribute weight_k = K and pads its activations with zeros: the same
  * sums).  Layers left f32, with the reason in the
- * report: transB=0 / transA=1 / alpha != 1, a weight
+ * report: transA=1 / alpha != 1, a weight
  * that is not an f32 initializer, and a weight also read by another node
  * (e.g. a tied embedding read by Gather): it stays f32 so the file never holds
  * the same matrix twice. */

@@ -1,4 +1,4 @@
-/* quantize.c - weight-only quantization of Gemm (transB=1) and Conv weights
+/* quantize.c - weight-only quantization of Gemm, MatMul and Conv weights
  * into the grouped formats: q8_0, q4_0, q4_1, q3_0, q2_1, log4 with one
  * scale per 32 values along K, their _g64 / _g128 rows, or one scale per
  * output channel / per tensor (Gemm: the _ch / _t rows, one f32 scale per
@@ -8,6 +8,9 @@
  * (gptq.c, sequential: each layer sees the outputs of the already quantized
  * layers before it); optionally AWQ scaling first (awq.c) and bias
  * correction.  Per-layer bits (layer_bits) override the default.
+ * A MatMul with a constant 2-D weight [K,N] (a PyTorch Linear exported to
+ * ONNX) and a Gemm with transB=0 become Gemm transB=1 with the weight
+ * transposed to [N,K] before quantization (shrink's Gemm reads A [...,K]).
  * The quantized Gemm runs on the low-bit kernels (ops/gemm_quant.c), the
  * quantized Conv on im2col + the same kernels (ops/conv_quant.c).
  *
@@ -64,6 +67,44 @@ static int readers(const sh_graph *g, int v)
         for (int j = 0; j < g->nodes[i].n_in; j++)
             if (g->nodes[i].in[j] == v) n++;
     return n;
+}
+
+/* Rewrite layer l (MatMul, or Gemm with transB=0) of c into Gemm with
+ * transB=1 and its weight transposed to [N,K], the form the low-bit kernels
+ * read: shrink's Gemm takes A of any rank [...,K] like MatMul (a 1-D A gives
+ * [N], MatMul's semantics).  The weight is read by this node only (checked
+ * by the caller).  l is updated to the new view. */
+static int to_gemm_transb(sh_graph *c, sh_layer *l, sh_error *err)
+{
+    sh_node *nd = &c->nodes[l->node];
+    sh_value *wv = &c->values[l->wv];
+    const sh_tensor *w = wv->init;
+    int64_t R = l->rows, K = l->cols, s[2] = {R, K};
+    sh_tensor *t = sh_tensor_new(SH_F32, 2, s, err);
+    if (!t) return err && err->code ? err->code : SH_ENOMEM;
+    const float *src = w->data;
+    float *dst = t->data;
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t k = 0; k < K; k++) dst[r * K + k] = src[k * R + r];
+    if (strcmp(nd->op, "Gemm") != 0) {
+        char *op = strdup("Gemm");
+        if (!op) {
+            sh_tensor_free(t);
+            return sh_err(err, SH_ENOMEM, "out of memory");
+        }
+        free(nd->op);
+        nd->op = op;
+    }
+    if (sh_node_set_int(c, l->node, "transB", 1)) {
+        sh_tensor_free(t);
+        return sh_err(err, SH_ENOMEM, "out of memory");
+    }
+    sh_tensor_free(wv->init);
+    wv->init = t;
+    wv->ndim = 2, wv->shape[0] = R, wv->shape[1] = K;
+    l->op = nd->op;
+    l->out_axis = 0, l->in_axis = 1, l->transposed = 0;
+    return SH_OK;
 }
 
 static int is_output(const sh_graph *g, int v)
@@ -337,9 +378,9 @@ int sh_quantize_weights(const sh_graph *g, const sh_quant_opts *o, sh_graph **ou
         int conv = !strcmp(l->op, "Conv");
         const char *why = NULL;
         int lb = layer_bits_of(o->layer_bits, q->name, q->weight, NULL);
-        if (!strcmp(l->op, "MatMul")) why = "MatMul weight: only Gemm (transB=1) and Conv are quantized";
-        else if (!conv && sh_attr_int(nd, "transB", 0) != 1) why = "transB=0 (weight [K,N])";
-        else if (!conv && sh_attr_float(nd, "alpha", 1.0f) != 1.0f) why = "alpha != 1";
+        int mm = !strcmp(l->op, "MatMul");
+        if (!conv && !mm && sh_attr_float(nd, "alpha", 1.0f) != 1.0f) why = "alpha != 1";
+        else if (mm && nd->n_in != 2) why = "MatMul with other than 2 inputs";
         else if (conv && w->init->ndim != 4) why = "not a 2-D convolution";
         else if (conv && sh_attr_string(nd, "auto_pad", "NOTSET")[0] && strcmp(sh_attr_string(nd, "auto_pad", "NOTSET"), "NOTSET"))
             why = "Conv with auto_pad";
@@ -378,6 +419,8 @@ int sh_quantize_weights(const sh_graph *g, const sh_quant_opts *o, sh_graph **ou
             snprintf(q->note, sizeof q->note, "%s", why);
             continue;
         }
+        /* MatMul / Gemm transB=0 (weight [K,N]): the kernels read [N,K] */
+        if (l->transposed && (rc = to_gemm_transb(c, &L[i], err))) goto done;
         job_of[i] = nq++;
     }
     qctx x = {.o = o, .c = c, .L = L, .jobs = J, .job_of = job_of};

@@ -55,7 +55,7 @@ static int qsetup(sh_kctx *k, const sh_tensor *const *in, int n_in, qgeom *g)
     if (sh_attr_int(k->node, "transB", 0) != 1 || sh_attr_int(k->node, "transA", 0) != 0 ||
         sh_attr_float(k->node, "alpha", 1.0f) != 1.0f)
         return sh_op_err(k, SH_EUNSUPPORTED, "Gemm with a %s weight needs transB=1, transA=0, alpha=1", ft->name);
-    if (B->ndim != 2 || A->ndim < 2)
+    if (B->ndim != 2 || A->ndim < 1)
         return sh_op_err(k, SH_ESHAPE, "A %s, B %s (%s): expected a 2-D weight [N,K] and A [...,K]",
                          sh_shape_str(A->ndim, A->shape, b1, sizeof b1), sh_shape_str(B->ndim, B->shape, b2, sizeof b2),
                          ft->name);
