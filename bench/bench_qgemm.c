@@ -385,7 +385,14 @@ int main(int argc, char **argv)
     if (!strcmp(only, "gemvrows")) { /* one scale per 32 / 128 / row: bytes and GEMV time */
         sh_format fs[] = {SH_Q4_0, SH_Q4_0_G128, SH_Q4_0_CH, SH_Q4_1_CH, SH_Q8_0_CH, SH_Q3_0_CH, SH_Q2_1_CH};
         int nt = getenv("BENCH_NT") ? atoi(getenv("BENCH_NT")) : 1;
-        for (size_t i = 0; i < sizeof fs / sizeof *fs; i++) bench_gemv(runs, fs[i], nt);
+        const char *sel = getenv("BENCH_FMT"); /* e.g. "q4_0,q4_0_ch": only these */
+        for (size_t i = 0; i < sizeof fs / sizeof *fs; i++) {
+            char nm[40];
+            snprintf(nm, sizeof nm, ",%s,", sh_format_get(fs[i])->name);
+            char list[256];
+            snprintf(list, sizeof list, ",%s,", sel ? sel : "");
+            if (!sel || strstr(list, nm)) bench_gemv(runs, fs[i], nt);
+        }
     }
     (void)bench_gemv_old;
     return 0;

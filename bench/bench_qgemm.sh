@@ -27,7 +27,7 @@ if [ -z "$WHAT" ] || [ "$WHAT" = gemv ]; then
   env -u OPENBLAS_CORETYPE OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive "$B/bench_qgemm" "$RUNS" gemv
 fi
 if [ "$WHAT" = gemvrows ]; then
-  # one scale per 32 (q4_0) / 128 (q4_0_g128) / row (q4_0_ch ...): weights at
+  # one scale per 32 (q4_0) / 128 (q4_0_g128) / row (q4_0_ch ...; BENCH_FMT=q4_0,... picks): weights at
   # their own size in memory, GEMV 4096x4096 batch 1, one thread (BENCH_NT)
   env -u OPENBLAS_CORETYPE OMP_NUM_THREADS=${BENCH_NT:-1} OMP_WAIT_POLICY=passive "$B/bench_qgemm" "$RUNS" gemvrows
 fi

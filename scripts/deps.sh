@@ -8,7 +8,10 @@ pkgs="build-essential pkg-config protobuf-c-compiler libprotobuf-c-dev libonnx-d
 case "$what" in
   test)  pkgs="$pkgs libonnx-testdata dataset-fashion-mnist python3" ;;
   demo)  pkgs="$pkgs dataset-fashion-mnist" ;;
-  bench) pkgs="$pkgs libonnx-testdata dataset-fashion-mnist python3-torch python3-numpy python3-onnx libdnnl-dev nodejs npm" ;;
+  bench) pkgs="$pkgs libonnx-testdata dataset-fashion-mnist python3-torch python3-numpy python3-onnx libdnnl-dev"
+         # a Node.js that is already installed (not Debian's: its npm package
+         # then conflicts with it) is used as it is
+         command -v node >/dev/null && command -v npm >/dev/null || pkgs="$pkgs nodejs npm" ;;
 esac
 missing=""
 for p in $pkgs; do

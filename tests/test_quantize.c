@@ -311,6 +311,84 @@ TEST(quantize_matmul_and_gemm_transb0)
     sh_graph_free(g);
 }
 
+/* Mean over positions of KL(softmax(a) || softmax(b)), rows of V logits. */
+static double mean_kl(const float *a, const float *b, int64_t rows, int64_t V)
+{
+    double s = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *x = a + r * V, *y = b + r * V;
+        double mx = -1e30, my = -1e30, zx = 0, zy = 0;
+        for (int64_t i = 0; i < V; i++) mx = fmax(mx, x[i]), my = fmax(my, y[i]);
+        for (int64_t i = 0; i < V; i++) zx += exp(x[i] - mx), zy += exp(y[i] - my);
+        for (int64_t i = 0; i < V; i++) {
+            double p = exp(x[i] - mx) / zx;
+            s += p * ((x[i] - mx - log(zx)) - (y[i] - my - log(zy)));
+        }
+    }
+    return s / (double)rows;
+}
+
+/* A transformer as PyTorch 1.13 exports it (tests/gen/gen_transformer.py:
+ * every Linear a MatMul with a [K,N] weight plus Add on a 3-D activation,
+ * LayerNorm and GELU decomposed): shrink's f32 run matches torch's logits,
+ * and weight-only 8 / 4-bit and dynamic int8 quantize all 13 linear layers
+ * and stay close to the f32 next-token distribution. */
+TEST(quantize_torch_exported_transformer)
+{
+    FILE *f = fopen("tests/data/transformer/golden.bin", "rb");
+    if (!f) SKIP("tests/data/transformer/golden.bin not found (run tests from the repository root)");
+    int32_t tv[2] = {0, 0};
+    CHECK(fread(tv, 4, 2, f) == 2 && tv[0] == 32 && tv[1] == 128);
+    int64_t T = tv[0], V = tv[1], ts[2] = {1, T};
+    sh_error e = {0};
+    sh_tensor *tok = sh_tensor_new(SH_I64, 2, ts, &e);
+    float *ref = malloc(sizeof(float) * (size_t)(T * V));
+    CHECK(tok && ref && fread(tok->data, 8, (size_t)T, f) == (size_t)T && fread(ref, 4, (size_t)(T * V), f) == (size_t)(T * V));
+    fclose(f);
+    sh_graph *g = NULL;
+    CHECK_OK(sh_model_load("tests/data/transformer/tiny_gpt.onnx", &g, &e), &e);
+    sh_tensor *y = g ? run1(g, tok, &e) : NULL;
+    CHECK_MSG(y && sh_tensor_numel(y) == T * V, "%s", e.msg);
+    if (y) {
+        double mx = 0;
+        for (int64_t i = 0; i < T * V; i++) mx = fmax(mx, fabs(sh_f32(y)[i] - ref[i]));
+        CHECK_MSG(mx < 1e-3, "f32 logits differ from torch's by %g", mx);
+    }
+    /* bits 8 / 4 weight-only, dynamic int8: KL bound from the f32 logits */
+    static const struct { int bits, mode; double kl_max; } cs[] = {{8, SH_QMODE_WEIGHT, 5e-4}, {4, SH_QMODE_WEIGHT, 0.05},
+                                                                    {8, SH_QMODE_DYNAMIC, 2e-3}};
+    double kl[3] = {0};
+    for (int c = 0; c < 3 && y; c++) {
+        sh_quant_opts o = {.bits = cs[c].bits, .mode = cs[c].mode};
+        sh_quant_report r;
+        sh_graph *q = NULL;
+        int rc = cs[c].mode == SH_QMODE_WEIGHT ? sh_quantize_weights(g, &o, &q, &r, &e) : sh_quantize(g, &o, &q, &r, &e);
+        CHECK_OK(rc, &e);
+        if (rc) continue;
+        int nq = 0;
+        for (int i = 0; i < r.n_layers; i++) nq += r.layers[i].fmt != SH_F32;
+        CHECK_MSG(nq == 13, "case %d: %d of %d layers quantized", c, nq, r.n_layers);
+        int mm = 0;
+        for (int i = 0; i < q->n_nodes; i++) mm += !strcmp(q->nodes[i].op, "MatMul") && q->values[q->nodes[i].in[1]].init;
+        CHECK_MSG(mm == 0, "case %d: %d MatMul with a constant weight left", c, mm);
+        sh_tensor *yq = run1(q, tok, &e);
+        CHECK_MSG(yq && sh_tensor_numel(yq) == T * V, "%s", e.msg);
+        if (yq) {
+            kl[c] = mean_kl(ref, sh_f32(yq), T, V);
+            CHECK_MSG(kl[c] > 0 && kl[c] < cs[c].kl_max, "case %d: KL %g", c, kl[c]);
+        }
+        if (getenv("SHRINK_VERBOSE")) printf("    case %d: mean KL %.3g\n", c, kl[c]);
+        sh_tensor_free(yq);
+        sh_quant_report_free(&r);
+        sh_graph_free(q);
+    }
+    CHECK(kl[0] < kl[1]);
+    sh_tensor_free(y);
+    sh_tensor_free(tok);
+    free(ref);
+    sh_graph_free(g);
+}
+
 static int64_t file_size(const char *p)
 {
     struct stat st;
