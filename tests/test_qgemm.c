@@ -38,7 +38,8 @@ static void naive(const void *A, int sgn, int M, int K, int lda, const int8_t *B
 
 TEST(qgemm_int8_paths_bitexact)
 {
-    int shapes[][3] = {{1, 1, 1}, {3, 17, 5}, {8, 48, 64}, {13, 50, 33}, {9, 97, 259}, {64, 96, 128}, {33, 200, 70}, {257, 49, 31}};
+    int shapes[][3] = {{1, 1, 1}, {3, 17, 5}, {8, 48, 64}, {13, 50, 33}, {9, 97, 259}, {64, 96, 128}, {33, 200, 70}, {257, 49, 31},
+                       {1, 70, 259}, {1, 130, 64}, {1, 64, 6}, {1, 200, 1024}}; /* M = 1: the GEMV path */
     int lv[3], nl = levels(lv);
     sh_error err = {0};
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {

@@ -485,15 +485,14 @@ static void conv_direct_image(const conv_geom *g, const float *x, const float *w
                 memcpy(xp + c * plane + (h + w->pt) * Wp + w->pl, xg + (c * w->H + h) * w->W, sizeof(float) * (size_t)w->W);
         const float *wg = wt + gi * g->Mg * Kc;
         int64_t work = nmb * npb;
-#pragma omp parallel for num_threads(nth) if (nth > 1 && g->Mg * Pr * Kc > 200000) schedule(static)
-        for (int64_t q = 0; q < work; q++) {
+        SH_PAR_FOR(nth > 1 && g->Mg * Pr * Kc > 200000, nth, for (int64_t q = 0; q < work; q++) {
             int64_t pb = q / nmb, mb = q % nmb, m0 = mb * 4, p0 = pb * DT_P;
             int nv = (int)((Pr - p0) / 8 < 3 ? (Pr - p0) / 8 : 3);
             if (m0 + 4 <= g->Mg) dtile4(xp + p0, plane, g->Cg, offs, ntap, wg + m0 * Kc, Kc, yw + m0 * Pr + p0, Pr, nv);
             else
                 for (int64_t m = m0; m < g->Mg; m++)
                     dtile1(xp + p0, plane, g->Cg, offs, ntap, wg + m * Kc, yw + m * Pr + p0, nv);
-        }
+        });
         float *yg = y + gi * g->Mg * OHW;
         for (int64_t m = 0; m < g->Mg; m++) {
             float b = bias ? bias[gi * g->Mg + m] : 0.0f;

@@ -363,12 +363,11 @@ static int bin_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *
     case SH_F32: {
         const float *pa = a->data, *pb = b->data;
         float *py = y->data;
-#pragma omp parallel for num_threads(k->nthreads) schedule(static) if (par)
-        for (int64_t o = 0; o < bc.outer; o++) {
+        SH_PAR_FOR(par, k->nthreads, for (int64_t o = 0; o < bc.outer; o++) {
             int64_t oa, ob;
             bcast_off(&bc, o, &oa, &ob);
             ff[kind](py + o * bc.inner, pa + oa, sai, pb + ob, sbi, bc.inner);
-        }
+        });
         break;
     }
     case SH_I64: {
@@ -603,36 +602,29 @@ static int un_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *c
         for (int64_t i = 0; i < n; i++) y[i] = x[i] >= 0.0f ? x[i] : alpha * x[i];
         break;
     case U_SIGMOID:
-#pragma omp parallel for simd num_threads(k->nthreads) if (par)
-        for (int64_t i = 0; i < n; i++) y[i] = fast_sigmoidf(x[i]);
+        SH_PAR_FOR(par, k->nthreads, for (int64_t i = 0; i < n; i++) y[i] = fast_sigmoidf(x[i]););
         break;
     case U_TANH:
-#pragma omp parallel for simd num_threads(k->nthreads) if (par)
-        for (int64_t i = 0; i < n; i++) y[i] = fast_tanhf(x[i]);
+        SH_PAR_FOR(par, k->nthreads, for (int64_t i = 0; i < n; i++) y[i] = fast_tanhf(x[i]););
         break;
     case U_GELU:
         if (tanh_approx) {
-#pragma omp parallel for simd num_threads(k->nthreads) if (par)
-            for (int64_t i = 0; i < n; i++) {
+            SH_PAR_FOR(par, k->nthreads, for (int64_t i = 0; i < n; i++) {
                 float v = x[i];
                 y[i] = 0.5f * v * (1.0f + fast_tanhf(SQRT_2_OVER_PI * (v + GELU_C * v * v * v)));
-            }
+            });
         } else {
-#pragma omp parallel for simd num_threads(k->nthreads) if (par)
-            for (int64_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + fast_erff(x[i] * 0.70710678118654752f));
+            SH_PAR_FOR(par, k->nthreads, for (int64_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + fast_erff(x[i] * 0.70710678118654752f)););
         }
         break;
     case U_ERF:
-#pragma omp parallel for num_threads(k->nthreads) if (par)
-        for (int64_t i = 0; i < n; i++) y[i] = erff(x[i]);
+        SH_PAR_FOR(par, k->nthreads, for (int64_t i = 0; i < n; i++) y[i] = erff(x[i]););
         break;
     case U_EXP:
-#pragma omp parallel for num_threads(k->nthreads) if (par)
-        for (int64_t i = 0; i < n; i++) y[i] = expf(x[i]);
+        SH_PAR_FOR(par, k->nthreads, for (int64_t i = 0; i < n; i++) y[i] = expf(x[i]););
         break;
     case U_LOG:
-#pragma omp parallel for num_threads(k->nthreads) if (par)
-        for (int64_t i = 0; i < n; i++) y[i] = logf(x[i]);
+        SH_PAR_FOR(par, k->nthreads, for (int64_t i = 0; i < n; i++) y[i] = logf(x[i]););
         break;
     case U_SQRT:
 #pragma omp simd

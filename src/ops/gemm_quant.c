@@ -150,11 +150,9 @@ int sh_gemm_quantized(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tenso
         size_t rb = sh_format_bytes(B->fmt, g.Kp);
         int64_t nn = g.N;
         if (ft->packed) { /* _ch / _t rows (header checked in qsetup) */
-#pragma omp parallel for schedule(static) num_threads(k->nthreads > 0 ? k->nthreads : omp_get_max_threads()) if (nn >= 64)
-            for (int64_t r = 0; r < nn; r++) sh_qrows_row_to_f32(B->data, r, wd + r * g.Kp);
+            SH_PAR_FOR(nn >= 64, k->nthreads > 0 ? k->nthreads : omp_get_max_threads(), for (int64_t r = 0; r < nn; r++) sh_qrows_row_to_f32(B->data, r, wd + r * g.Kp););
         } else {
-#pragma omp parallel for schedule(static) num_threads(k->nthreads > 0 ? k->nthreads : omp_get_max_threads()) if (nn >= 64)
-            for (int64_t r = 0; r < nn; r++) ft->to_f32((const char *)B->data + (size_t)r * rb, wd + r * g.Kp, g.Kp);
+            SH_PAR_FOR(nn >= 64, k->nthreads > 0 ? k->nthreads : omp_get_max_threads(), for (int64_t r = 0; r < nn; r++) ft->to_f32((const char *)B->data + (size_t)r * rb, wd + r * g.Kp, g.Kp););
         }
         float beta = 0.0f;
         if (C && g.beta != 0.0f) {

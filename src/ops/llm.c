@@ -45,8 +45,7 @@ static int rmsnorm_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tens
     int64_t d = in[1]->shape[0], rows = d ? sh_tensor_numel(in[0]) / d : 0;
     float eps = sh_attr_float(k->node, "epsilon", 1e-5f);
     int nt = k->nthreads > 0 ? k->nthreads : 1;
-#pragma omp parallel for num_threads(nt) if (nt > 1 && rows * d > 65536)
-    for (int64_t r = 0; r < rows; r++) {
+    SH_PAR_FOR(nt > 1 && rows * d > 65536, nt, for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * d;
         float *yr = y + r * d;
         float ss = 0.0f;
@@ -55,7 +54,7 @@ static int rmsnorm_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tens
         ss += eps;
         ss = 1.0f / sqrtf(ss);
         for (int64_t j = 0; j < d; j++) yr[j] = w[j] * (ss * xr[j]);
-    }
+    });
     return SH_OK;
 }
 
@@ -409,12 +408,10 @@ static int att_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *
     float *scr = sh_kctx_scratch(k, sizeof(float) * (size_t)nt * per);
     if (!scr) return sh_op_err(k, SH_ENOMEM, "out of memory");
     int64_t jobs = B * H;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t j = 0; j < jobs; j++) {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
+    /* a small model's decode step (stories260K: 8 heads x 8 x <= 256
+     * positions) costs less than starting a team */
+    SH_PAR_FOR(nt > 1 && jobs > 1 && jobs * T * (P + 1) * hs >= 65536, nt, for (int64_t j = 0; j < jobs; j++) {
+        int tid = omp_get_thread_num(); /* 0 outside a team */
         float *att = scr + (size_t)tid * per, *Kt = att + P + 1;
         int64_t b = j / H, h = j % H, kvh = h / grp;
         const float *Kh = Kb + b * bstride + kvh * hstride, *Vh = Vb + b * bstride + kvh * hstride;
@@ -434,7 +431,7 @@ static int att_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor *
                 for (int64_t s = n; s < T; s++) pr[s] = 0.0f;
             }
         }
-    }
+    });
     return SH_OK;
 }
 
@@ -461,10 +458,7 @@ static int att_bwd(sh_kctx *k, const sh_tensor *const *in, int n_in, const sh_te
     int64_t jobs = B * KV; /* one job per kv head: owns its dk/dv slices */
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t j = 0; j < jobs; j++) {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
+        int tid = omp_get_thread_num(); /* 0 outside a team */
         float *att = scr + (size_t)tid * per, *datt = att + T, *Kt = datt + T + hs + 2, *Vt = Kt + hs * T;
         float *dKt = Vt + hs * T, *dVt = dKt + hs * T;
         int64_t b = j / KV, kvh = j % KV;
@@ -541,13 +535,12 @@ static int silumul_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tens
     float *y = out[0]->data;
     int64_t n = sh_tensor_numel(in[0]);
     int nt = k->nthreads > 0 ? k->nthreads : 1;
-#pragma omp parallel for num_threads(nt) if (nt > 1 && n > 262144)
-    for (int64_t i = 0; i < n; i++) {
+    SH_PAR_FOR(nt > 1 && n > 262144, nt, for (int64_t i = 0; i < n; i++) {
         float val = a[i];
         val *= (1.0f / (1.0f + expf(-val)));
         val *= b[i];
         y[i] = val;
-    }
+    });
     return SH_OK;
 }
 

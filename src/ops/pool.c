@@ -184,15 +184,14 @@ static int maxpool_bwd(sh_kctx *k, const sh_tensor *const *in, int n_in, const s
     float *dx = din[0]->data;
     int64_t planes = w.N * w.C, HW = w.D * w.H * w.W, OHW = w.OD * w.OH * w.OW;
     int nth = k->nthreads > 0 ? k->nthreads : 1;
-#pragma omp parallel for num_threads(nth) if (nth > 1 && planes * OHW * w.kh * w.kw > 1000000) schedule(static)
-    for (int64_t p = 0; p < planes; p++)
+    SH_PAR_FOR(nth > 1 && planes * OHW * w.kh * w.kw > 1000000, nth, for (int64_t p = 0; p < planes; p++)
         for (int64_t od = 0; od < w.OD; od++)
             for (int64_t oh = 0; oh < w.OH; oh++)
                 for (int64_t ow = 0; ow < w.OW; ow++) {
                     float bv;
                     int64_t bi = win_argmax(&w, x + p * HW, od, oh, ow, &bv);
                     if (bi >= 0) dx[p * HW + bi] += dy[p * OHW + (od * w.OH + oh) * w.OW + ow];
-                }
+                });
     return SH_OK;
 }
 
@@ -227,8 +226,7 @@ static int avgpool_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tens
     float *y = out[0]->data;
     int64_t planes = w.N * w.C, HW = w.D * w.H * w.W, OHW = w.OD * w.OH * w.OW;
     int nth = k->nthreads > 0 ? k->nthreads : 1;
-#pragma omp parallel for num_threads(nth) if (nth > 1 && planes * OHW * w.kh * w.kw > 1000000) schedule(static)
-    for (int64_t p = 0; p < planes; p++) {
+    SH_PAR_FOR(nth > 1 && planes * OHW * w.kh * w.kw > 1000000, nth, for (int64_t p = 0; p < planes; p++) {
         const float *xp = x + p * HW;
         for (int64_t od = 0; od < w.OD; od++)
             for (int64_t oh = 0; oh < w.OH; oh++)
@@ -241,7 +239,7 @@ static int avgpool_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tens
                             for (int64_t iw = b.w0; iw < b.w1; iw++) s += xp[(id * w.H + ih) * w.W + iw];
                     y[p * OHW + (od * w.OH + oh) * w.OW + ow] = s * sc;
                 }
-    }
+    });
     return SH_OK;
 }
 
@@ -257,8 +255,7 @@ static int avgpool_bwd(sh_kctx *k, const sh_tensor *const *in, int n_in, const s
     float *dx = din[0]->data;
     int64_t planes = w.N * w.C, HW = w.D * w.H * w.W, OHW = w.OD * w.OH * w.OW;
     int nth = k->nthreads > 0 ? k->nthreads : 1;
-#pragma omp parallel for num_threads(nth) if (nth > 1 && planes * OHW * w.kh * w.kw > 1000000) schedule(static)
-    for (int64_t p = 0; p < planes; p++)
+    SH_PAR_FOR(nth > 1 && planes * OHW * w.kh * w.kw > 1000000, nth, for (int64_t p = 0; p < planes; p++)
         for (int64_t od = 0; od < w.OD; od++)
             for (int64_t oh = 0; oh < w.OH; oh++)
                 for (int64_t ow = 0; ow < w.OW; ow++) {
@@ -267,7 +264,7 @@ static int avgpool_bwd(sh_kctx *k, const sh_tensor *const *in, int n_in, const s
                     for (int64_t id = b.d0; id < b.d1; id++)
                         for (int64_t ih = b.h0; ih < b.h1; ih++)
                             for (int64_t iw = b.w0; iw < b.w1; iw++) dx[p * HW + (id * w.H + ih) * w.W + iw] += g;
-                }
+                });
     return SH_OK;
 }
 

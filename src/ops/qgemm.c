@@ -131,6 +131,37 @@ int sh_qgemm(const void *A, int a_signed, int64_t M, int64_t lda, const sh_qgemm
 
 /* ---- low-bit weight GEMM -------------------------------------------------- */
 
+/* Below this many multiply-adds a call runs on the calling thread: entering
+ * an OpenMP team costs microseconds, more than such a product (stories260K
+ * decode: 64 x 64 and 172 x 64 weights).  QSMALL: activation blocks that go
+ * on the stack instead of malloc. */
+#define QPAR_MIN (1 << 18)
+#define QSMALL 256
+
+static void qrow_quant(const float *X, int64_t K, int64_t nb, int level, sh_block_q8_0 *xq, int32_t *xs, int64_t m)
+{
+    if (level == SH_CPU_LEVEL_AVX512) sh_quantize_q8_0_sums_avx512(X + m * K, xq + m * nb, xs + m * nb, K);
+    else sh_quantize_q8_0_sums(X + m * K, xq + m * nb, xs + m * nb, K);
+}
+
+/* Rows [n0, n0 + chunk) of W for every activation row. */
+static void qrow_task(const float *X, int64_t M, const void *W, sh_format wf, int64_t N, int64_t K, int64_t nb,
+                      int level, const sh_block_q8_0 *xq, const int32_t *xs, const float *bias, float *Y, int64_t n0,
+                      int64_t chunk)
+{
+    (void)X;
+    int64_t n1 = n0 + chunk < N ? n0 + chunk : N;
+    for (int64_t m = 0; m < M; m++) {
+        const sh_block_q8_0 *q = xq + m * nb;
+        const int32_t *s = xs + m * nb;
+        float *y = Y + m * N;
+        int done = 0;
+        if (level == SH_CPU_LEVEL_AVX512) done = sh_qdot_rows_avx512(W, wf, K, n0, n1, q, s, bias, y);
+        else if (level == SH_CPU_LEVEL_AVX2) done = sh_qdot_rows_avx2(W, wf, K, n0, n1, q, s, bias, y);
+        if (!done) sh_qdot_rows_ref(W, wf, K, n0, n1, q, s, bias, y);
+    }
+}
+
 int sh_qmatmul(const float *X, int64_t M, const void *W, sh_format wf, int64_t N, int64_t K, const float *bias,
                float *Y, int nthreads, int level, sh_error *err)
 {
@@ -144,33 +175,30 @@ int sh_qmatmul(const float *X, int64_t M, const void *W, sh_format wf, int64_t N
     int best = sh_cpu_level();
     if (level < 0 || level > best) level = best;
     int64_t nb = K / SH_QK;
-    sh_block_q8_0 *xq = malloc((size_t)(M * nb) * sizeof *xq);
-    int32_t *xs = malloc((size_t)(M * nb) * sizeof *xs);
-    if (!xq || !xs) { free(xq); free(xs); return sh_err(err, SH_ENOMEM, "qmatmul: out of memory"); }
-    int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (M > 1)
-    for (int64_t m = 0; m < M; m++) {
-        if (level == SH_CPU_LEVEL_AVX512) sh_quantize_q8_0_sums_avx512(X + m * K, xq + m * nb, xs + m * nb, K);
-        else sh_quantize_q8_0_sums(X + m * K, xq + m * nb, xs + m * nb, K);
+    sh_block_q8_0 xq_s[QSMALL];
+    int32_t xs_s[QSMALL];
+    int small = M * nb <= QSMALL;
+    sh_block_q8_0 *xq = small ? xq_s : malloc((size_t)(M * nb) * sizeof *xq);
+    int32_t *xs = small ? xs_s : malloc((size_t)(M * nb) * sizeof *xs);
+    if (!xq || !xs) {
+        if (!small) free(xq), free(xs);
+        return sh_err(err, SH_ENOMEM, "qmatmul: out of memory");
     }
+    int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
+    if (nt > 1 && M * N * K >= QPAR_MIN) {
+#pragma omp parallel for schedule(static) num_threads(nt) if (M > 1)
+        for (int64_t m = 0; m < M; m++) qrow_quant(X, K, nb, level, xq, xs, m);
+    } else
+        for (int64_t m = 0; m < M; m++) qrow_quant(X, K, nb, level, xq, xs, m);
     /* chunks of rows of W per task; each task runs every activation row so a
      * chunk of W is read once from memory */
     int64_t chunk = 64, tc = (N + chunk - 1) / chunk;
-#pragma omp parallel for schedule(dynamic, 4) num_threads(nt) if (tc > 1)
-    for (int64_t t = 0; t < tc; t++) {
-        int64_t n0 = t * chunk, n1 = n0 + chunk < N ? n0 + chunk : N;
-        for (int64_t m = 0; m < M; m++) {
-            const sh_block_q8_0 *q = xq + m * nb;
-            const int32_t *s = xs + m * nb;
-            float *y = Y + m * N;
-            int done = 0;
-            if (level == SH_CPU_LEVEL_AVX512) done = sh_qdot_rows_avx512(W, wf, K, n0, n1, q, s, bias, y);
-            else if (level == SH_CPU_LEVEL_AVX2) done = sh_qdot_rows_avx2(W, wf, K, n0, n1, q, s, bias, y);
-            if (!done) sh_qdot_rows_ref(W, wf, K, n0, n1, q, s, bias, y);
-        }
-    }
-    free(xq);
-    free(xs);
+    if (tc > 1 && nt > 1 && M * N * K >= QPAR_MIN) {
+#pragma omp parallel for schedule(dynamic, 4) num_threads(nt)
+        for (int64_t t = 0; t < tc; t++) qrow_task(X, M, W, wf, N, K, nb, level, xq, xs, bias, Y, t * chunk, chunk);
+    } else /* no OpenMP team: entering one costs more than a small product */
+        for (int64_t t = 0; t < tc; t++) qrow_task(X, M, W, wf, N, K, nb, level, xq, xs, bias, Y, t * chunk, chunk);
+    if (!small) free(xq), free(xs);
     return SH_OK;
 }
 
@@ -348,6 +376,42 @@ int sh_qrows4_supported(sh_format wf)
     return sh_cpu_level() == SH_CPU_LEVEL_AVX512 && (wf == SH_Q4_0 || wf == SH_Q4_1 || wf == SH_LOG4 || wf == SH_Q8_0);
 }
 
+typedef struct prow_args {
+    const sh_qweight *w;
+    int64_t M, N, nb, gc, ng;
+    int fast, avx2;
+    const sh_block_q8_0 *xq;
+    const int32_t *xs, *ioff;
+    const float *da, *dsa, *bias;
+    float *Y;
+} prow_args;
+
+/* Task t of sh_qweight_matmul: rows [64 t, 64 t + 64) of W for every
+ * activation row. */
+static void prow_task(const prow_args *a, int64_t t)
+{
+    const sh_qweight *w = a->w;
+    int64_t M = a->M, N = a->N, nb = a->nb;
+    int64_t g0 = t * a->gc, g1 = g0 + a->gc < a->ng ? g0 + a->gc : a->ng;
+    int64_t m = 0;
+    /* 4 rows at a time share each unpacked weight chunk */
+    if (a->fast)
+        for (; m + 4 <= M; m += 4)
+            if (!sh_qpacked_rows4_avx512(w, g0, g1, a->xq + m * nb, a->ioff + m * nb, a->da + m * nb, a->dsa + m * nb,
+                                         nb, a->bias, a->Y + m * N, N))
+                break;
+    for (; m < M; m++) {
+        if (a->fast)
+            sh_qpacked_rows_avx512(w, g0, g1, a->xq + m * nb, a->ioff + m * nb, a->da + m * nb, a->dsa + m * nb, a->bias,
+                                   a->Y + m * N);
+        else if (a->avx2)
+            sh_qpacked_rows_avx2(w, g0, g1, a->xq + m * nb, a->ioff + m * nb, a->da + m * nb, a->dsa + m * nb, a->bias,
+                                 a->Y + m * N);
+        else
+            sh_qpacked_rows_ref(w, g0, g1, a->xq + m * nb, a->xs + m * nb, a->bias, a->Y + m * N);
+    }
+}
+
 int sh_qweight_matmul(const float *X, int64_t M, const sh_qweight *w, const float *bias, float *Y, int nthreads,
                       sh_error *err)
 {
@@ -357,10 +421,18 @@ int sh_qweight_matmul(const float *X, int64_t M, const sh_qweight *w, const floa
     int off, asym;
     sh_qpacked_bits(w->base, &off, &asym);
     int cur = sh_cpu_level(), fast = cur == SH_CPU_LEVEL_AVX512, avx2 = cur == SH_CPU_LEVEL_AVX2;
-    sh_block_q8_0 *xq = malloc((size_t)(M * nb) * sizeof *xq);
-    int32_t *xs = malloc((size_t)(M * nb) * 2 * sizeof *xs);
-    float *da = malloc((size_t)(M * nb) * 2 * sizeof *da);
-    if (!xq || !xs || !da) { free(xq); free(xs); free(da); return sh_err(err, SH_ENOMEM, "qweight matmul: out of memory"); }
+    /* small calls (decode of a small model) use the stack: no malloc */
+    sh_block_q8_0 xq_s[QSMALL];
+    int32_t xs_s[2 * QSMALL];
+    float da_s[2 * QSMALL];
+    int small = M * nb <= QSMALL;
+    sh_block_q8_0 *xq = small ? xq_s : malloc((size_t)(M * nb) * sizeof *xq);
+    int32_t *xs = small ? xs_s : malloc((size_t)(M * nb) * 2 * sizeof *xs);
+    float *da = small ? da_s : malloc((size_t)(M * nb) * 2 * sizeof *da);
+    if (!xq || !xs || !da) {
+        if (!small) free(xq), free(xs), free(da);
+        return sh_err(err, SH_ENOMEM, "qweight matmul: out of memory");
+    }
     int32_t *ioff = xs + M * nb;
     float *dsa = da + M * nb;
     int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
@@ -375,27 +447,12 @@ int sh_qweight_matmul(const float *X, int64_t M, const sh_qweight *w, const floa
         }
     }
     int64_t gc = 4, tc = (ng + gc - 1) / gc; /* 64 rows per task */
-#pragma omp parallel for schedule(dynamic, 2) num_threads(nt) if (tc > 1)
-    for (int64_t t = 0; t < tc; t++) {
-        int64_t g0 = t * gc, g1 = g0 + gc < ng ? g0 + gc : ng;
-        int64_t m = 0;
-        /* 4 rows at a time share each unpacked weight chunk */
-        if (fast)
-            for (; m + 4 <= M; m += 4)
-                if (!sh_qpacked_rows4_avx512(w, g0, g1, xq + m * nb, ioff + m * nb, da + m * nb, dsa + m * nb, nb, bias,
-                                             Y + m * N, N))
-                    break;
-        for (; m < M; m++) {
-            if (fast)
-                sh_qpacked_rows_avx512(w, g0, g1, xq + m * nb, ioff + m * nb, da + m * nb, dsa + m * nb, bias, Y + m * N);
-            else if (avx2)
-                sh_qpacked_rows_avx2(w, g0, g1, xq + m * nb, ioff + m * nb, da + m * nb, dsa + m * nb, bias, Y + m * N);
-            else
-                sh_qpacked_rows_ref(w, g0, g1, xq + m * nb, xs + m * nb, bias, Y + m * N);
-        }
-    }
-    free(xq);
-    free(xs);
-    free(da);
+    prow_args a = {w, M, N, nb, gc, ng, fast, avx2, xq, xs, ioff, da, dsa, bias, Y};
+    if (tc > 1 && nt > 1 && M * N * K >= QPAR_MIN) {
+#pragma omp parallel for schedule(dynamic, 2) num_threads(nt)
+        for (int64_t t = 0; t < tc; t++) prow_task(&a, t);
+    } else /* no OpenMP team at all: entering one costs more than this product */
+        for (int64_t t = 0; t < tc; t++) prow_task(&a, t);
+    if (!small) free(xq), free(xs), free(da);
     return SH_OK;
 }

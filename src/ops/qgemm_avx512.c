@@ -73,6 +73,101 @@ int sh_qgemm_avx512_pack(const int8_t *B, int64_t ldb, sh_qgemm_b *b)
         if (np > 2) _mm512_storeu_si512(tile + (i) * (NP * 16) + 32, c##i##2);     \
         if (np > 3) _mm512_storeu_si512(tile + (i) * (NP * 16) + 48, c##i##3);     \
     }
+/* sh_qepi_apply (correct = 1) for f32 / u8 / s8 outputs, 16 columns per
+ * vector: the same operations in the same order (no FMA contraction:
+ * y = a * scale, then + bias), so the results are bit-identical (the
+ * decode of a small model spends more time here than in the products). */
+static void epi_avx512(const sh_qepi_k *e, const int32_t *tile, int64_t ldt, int64_t mr, int64_t nr, int64_t m0,
+                       int64_t n0, void *C, int64_t ldc)
+{
+    const __m512i z = _mm512_set1_epi32(e->zoff);
+    const int u8 = e->out == SH_U8;
+    const __m512 inv = _mm512_set1_ps(e->inv_y), yz = _mm512_set1_ps((float)e->y_zero);
+    const __m512 lo = _mm512_set1_ps(u8 ? 0.0f : -128.0f), hi = _mm512_set1_ps(u8 ? 255.0f : 127.0f);
+    for (int64_t i = 0; i < mr; i++) {
+        const int32_t *t = tile + i * ldt;
+        int64_t row = (m0 + i) * ldc + n0;
+        for (int64_t j = 0; j < nr; j += 16) {
+            __mmask16 k = nr - j >= 16 ? 0xffff : (__mmask16)((1u << (nr - j)) - 1);
+            __m512i cs = _mm512_maskz_loadu_epi32(k, e->colsum + n0 + j);
+            __m512i a = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(k, t + j), _mm512_mullo_epi32(z, cs));
+            __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(a), _mm512_maskz_loadu_ps(k, e->scale + n0 + j));
+            if (e->bias) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(k, e->bias + n0 + j));
+            if (e->relu) y = _mm512_max_ps(y, _mm512_setzero_ps());
+            if (e->out == SH_F32) {
+                _mm512_mask_storeu_ps((float *)C + row + j, k, y);
+                continue;
+            }
+            __m512 q = _mm512_roundscale_ps(_mm512_mul_ps(y, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, yz), lo), hi);
+            _mm_mask_storeu_epi8((char *)C + row + j, k, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(q)));
+        }
+    }
+}
+
+/* Int32 tile rows -> C: acc - zoff * colsum (int32 output) or epi_avx512. */
+static void epi_tile(const sh_qepi_k *e, const int32_t *tile, int64_t ldt, int64_t mr, int64_t nr, int64_t m0,
+                     int64_t n, void *C, int64_t ldc)
+{
+    if (e->out != SH_I32) {
+        epi_avx512(e, tile, ldt, mr, nr, m0, n, C, ldc);
+        return;
+    }
+    __m512i z = _mm512_set1_epi32(e->zoff);
+    for (int64_t i = 0; i < mr; i++) {
+        const int32_t *ti = tile + i * ldt;
+        int32_t *c = (int32_t *)C + (m0 + i) * ldc + n;
+        for (int64_t j = 0; j < nr; j += 16) {
+            __mmask16 k = nr - j >= 16 ? 0xffff : (__mmask16)((1u << (nr - j)) - 1);
+            __m512i cs = _mm512_maskz_loadu_epi32(k, e->colsum + n + j);
+            __m512i v = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(k, ti + j), _mm512_mullo_epi32(z, cs));
+            _mm512_mask_storeu_epi32(c + j, k, v);
+        }
+    }
+}
+
+/* One row of A (a GEMV: transformer decode, batch-1 classifiers) against
+ * columns [n0, n1): no packing of A into MR-row tiles (5 of 6 rows would be
+ * zeros), each panel's k-groups in two accumulator chains, 4 panels at a
+ * time.  The same integer sums as the tiled path. */
+static void gemv_row(const uint8_t *a, uint8_t x, int64_t m, int64_t n0, int64_t n1, const sh_qgemm_b *B,
+                     const sh_qepi_k *e, void *C, int64_t ldc)
+{
+    int64_t K = B->K, kg = B->Kp / 4, kf = K / 4, pstride = kg * 64;
+    const uint32_t xx = x * 0x01010101u;
+    uint32_t tail = 0; /* the last partial group of 4, zero-extended */
+    if (kf < kg) {
+        uint8_t t4[4] = {0, 0, 0, 0};
+        for (int64_t k = kf * 4; k < K; k++) t4[k - kf * 4] = (uint8_t)(a[k] ^ x);
+        memcpy(&tail, t4, 4);
+    }
+    const int8_t *bd = B->data;
+    int32_t tile[NP * 16] __attribute__((aligned(64)));
+    for (int64_t n = n0; n < n1; n += NP * 16) {
+        int64_t nr = n1 - n < NP * 16 ? n1 - n : NP * 16;
+        int np = (int)((nr + 15) / 16);
+        const int8_t *bp = bd + (n / 16) * pstride;
+        __m512i c0[NP], c1[NP];
+        for (int q = 0; q < NP; q++) c0[q] = c1[q] = _mm512_setzero_si512();
+        int64_t g = 0;
+        for (; g + 2 <= kf; g += 2) {
+            __m512i a0 = _mm512_set1_epi32((int32_t)(LD4(a + 4 * g) ^ xx));
+            __m512i a1 = _mm512_set1_epi32((int32_t)(LD4(a + 4 * g + 4) ^ xx));
+            for (int q = 0; q < np; q++) {
+                c0[q] = _mm512_dpbusd_epi32(c0[q], a0, _mm512_loadu_si512(bp + q * pstride + g * 64));
+                c1[q] = _mm512_dpbusd_epi32(c1[q], a1, _mm512_loadu_si512(bp + q * pstride + g * 64 + 64));
+            }
+        }
+        for (; g < kg; g++) {
+            __m512i a0 = _mm512_set1_epi32((int32_t)(g < kf ? LD4(a + 4 * g) ^ xx : tail));
+            for (int q = 0; q < np; q++)
+                c0[q] = _mm512_dpbusd_epi32(c0[q], a0, _mm512_loadu_si512(bp + q * pstride + g * 64));
+        }
+        for (int q = 0; q < np; q++) _mm512_store_si512(tile + 16 * q, _mm512_add_epi32(c0[q], c1[q]));
+        epi_tile(e, tile, NP * 16, 1, nr, m, n, C, ldc);
+    }
+}
+
 /* tile = A[MR rows, kg groups] x B panels */
 static inline __attribute__((always_inline)) void mk(const uint8_t *a, const int8_t *b, int64_t pstride, int64_t kg,
                                                      int np, int32_t *tile)
@@ -109,6 +204,10 @@ void sh_qgemm_avx512_run(const uint8_t *A, int a_signed, int64_t lda, int64_t m0
                          const sh_qgemm_b *B, int32_t a_zero, const sh_qepi_k *e, void *C, int64_t ldc)
 {
     int64_t Kp = B->Kp, K = B->K, kg = Kp / 4, rows = m1 - m0, mt = (rows + MR - 1) / MR;
+    if (rows == 1) {
+        gemv_row(A + m0 * lda, a_signed ? 0x80 : 0, m0, n0, n1, B, e, C, ldc);
+        return;
+    }
     /* small calls (batch-1 classifiers) use stack buffers: no allocation */
     uint8_t pa_s[8192] __attribute__((aligned(64)));
     int32_t acc_s[4 * MR * NP * 16] __attribute__((aligned(64)));
@@ -203,20 +302,7 @@ void sh_qgemm_avx512_run(const uint8_t *A, int a_signed, int64_t lda, int64_t m0
         }
         for (int64_t t = 0; t < mt; t++) {
             int64_t mr = rows - t * MR < MR ? rows - t * MR : MR;
-            if (e->out == SH_I32) /* C = acc - zoff * colsum, vectorized */
-                for (int64_t i = 0; i < mr; i++) {
-                    const int32_t *ti = acc + t * ts + i * NP * 16;
-                    int32_t *c = (int32_t *)C + (m0 + t * MR + i) * ldc + n;
-                    __m512i z = _mm512_set1_epi32(e->zoff);
-                    for (int64_t j = 0; j < nr; j += 16) {
-                        __mmask16 k = nr - j >= 16 ? 0xffff : (__mmask16)((1u << (nr - j)) - 1);
-                        __m512i cs = _mm512_maskz_loadu_epi32(k, e->colsum + n + j);
-                        __m512i v = _mm512_sub_epi32(_mm512_load_si512(ti + j), _mm512_mullo_epi32(z, cs));
-                        _mm512_mask_storeu_epi32(c + j, k, v);
-                    }
-                }
-            else
-                sh_qepi_apply(e, acc + t * ts, NP * 16, mr, nr, m0 + t * MR, n, C, ldc, 1);
+            epi_tile(e, acc + t * ts, NP * 16, mr, nr, m0 + t * MR, n, C, ldc);
         }
     }
     if (acc != acc_s) free(acc);

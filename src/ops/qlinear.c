@@ -155,22 +155,38 @@ sh_qstate *sh_qstate_get(sh_kctx *k)
     return *k->state;
 }
 
+static inline void qmix(uint32_t *h, uint32_t u)
+{
+    *h = (*h ^ u) * 0x9E3779B1u;
+    *h ^= *h >> 16;
+}
+
 uint32_t sh_qchecksum(const void *data, size_t bytes)
 {
-    /* every word of small weights (<= 256 words), 128 words spread over
-     * large ones; four independent hash lanes so the multiplies overlap (it
-     * runs at every call of a node, batch 1 included) */
+    /* every word of small weights (<= 256 words); of large ones, 8 runs of
+     * 16 consecutive words (64 bytes: 8 cache lines, not 128 scattered
+     * words, each a cache miss) spread from the first word to the last;
+     * four independent hash lanes in registers so the multiplies overlap
+     * (it runs at every call of a node, batch 1 included) */
     const uint8_t *b = data;
     uint32_t s[4] = {(uint32_t)bytes, 0x85EBCA6Bu, 0xC2B2AE35u, 0x27D4EB2Fu};
-    size_t nw = bytes / 4, cnt = nw <= 256 ? nw : 128, step = nw <= 256 ? 1 : nw / 128;
-    for (size_t k = 0; k < cnt; k++) {
-        size_t i = nw <= 256 ? k : k * step + (k * 7919) % step;
-        uint32_t u;
-        memcpy(&u, b + 4 * i, 4);
-        uint32_t *h = &s[k & 3];
-        *h = (*h ^ u) * 0x9E3779B1u;
-        *h ^= *h >> 16;
+    uint32_t h0 = s[0], h1 = s[1], h2 = s[2], h3 = s[3];
+    size_t nw = bytes / 4, runs = nw <= 256 ? 1 : 8, len = nw <= 256 ? nw : 16;
+    for (size_t r = 0; r < runs; r++) {
+        const uint8_t *p = b + 4 * (runs == 1 ? 0 : r * (nw - 16) / 7);
+        size_t i = 0;
+        for (; i + 4 <= len; i += 4) {
+            uint32_t u[4];
+            memcpy(u, p + 4 * i, 16);
+            qmix(&h0, u[0]), qmix(&h1, u[1]), qmix(&h2, u[2]), qmix(&h3, u[3]);
+        }
+        for (; i < len; i++) {
+            uint32_t u;
+            memcpy(&u, p + 4 * i, 4);
+            qmix(&h0, u);
+        }
     }
+    s[0] = h0, s[1] = h1, s[2] = h2, s[3] = h3;
     uint32_t r = s[0] ^ (s[1] * 3u) ^ (s[2] * 5u) ^ (s[3] * 7u);
     for (size_t i = nw * 4; i < bytes; i++) r = (r ^ b[i]) * 0x9E3779B1u;
     return r ^ (r >> 16);
@@ -198,6 +214,7 @@ void sh_qstate_reset(sh_qstate *st)
     st->wsrc = st->zsrc = NULL;
     st->fast = 0;
     st->groups = 0;
+    st->mult_ok = 0;
 }
 
 void *sh_qstate_ws(sh_qstate *st, size_t bytes)
@@ -323,8 +340,7 @@ static int quant_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor
         return SH_OK;
     }
 #endif
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t oc = 0; oc < outer * nch; oc++) {
+    SH_PAR_FOR(nt > 1, nt, for (int64_t oc = 0; oc < outer * nch; oc++) {
         int64_t c = oc % nch;
         float s = sh_qparam_scale(&p, c), z = (float)sh_qparam_zero(&p, c);
         int64_t base = oc * inner;
@@ -336,7 +352,7 @@ static int quant_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor
             if (p.zfmt == SH_U8) ((uint8_t *)out[0]->data)[base + i] = (uint8_t)(int32_t)q;
             else ((int8_t *)out[0]->data)[base + i] = (int8_t)(int32_t)q;
         }
-    }
+    });
     return SH_OK;
 }
 
@@ -374,8 +390,7 @@ static int dequant_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tens
     int64_t n = sh_tensor_numel(x), outer = n / (nch * inner);
     float *y = out[0]->data;
     int nt = n > (1 << 16) ? k->nthreads : 1;
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t oc = 0; oc < outer * nch; oc++) {
+    SH_PAR_FOR(nt > 1, nt, for (int64_t oc = 0; oc < outer * nch; oc++) {
         int64_t c = oc % nch;
         float s = sh_qparam_scale(&p, c);
         int32_t z = sh_qparam_zero(&p, c);
@@ -390,7 +405,7 @@ static int dequant_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tens
             const int32_t *q = (const int32_t *)x->data + base;
             for (int64_t i = 0; i < inner; i++) y[base + i] = (float)((int64_t)q[i] - z) * s;
         }
-    }
+    });
     return SH_OK;
 }
 
@@ -556,15 +571,14 @@ static int qadd_fwd(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tensor 
         return SH_OK;
     }
 #endif
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t i = 0; i < n; i++) {
+    SH_PAR_FOR(nt > 1, nt, for (int64_t i = 0; i < n; i++) {
         int64_t ia = same ? i : bcast_off(i, nd, shape, A), ib = same ? i : bcast_off(i, nd, shape, B);
         float a = (float)sh_qget(A->data, f, ia) - za, b = (float)sh_qget(B->data, f, ib) - zb;
         float q = sh_qround(a * ma + b * mb) + zc;
         q = q < lo ? lo : q > hi ? hi : q;
         if (f == SH_U8) ((uint8_t *)out[0]->data)[i] = (uint8_t)(int32_t)q;
         else ((int8_t *)out[0]->data)[i] = (int8_t)(int32_t)q;
-    }
+    });
     return SH_OK;
 }
 

@@ -124,6 +124,14 @@ typedef struct sh_qstate {
     /* workspace */
     void *ws;
     size_t ws_bytes;
+    /* QGemm (qlinear_gemm.c): the requantization multipliers of the last
+     * call stay in the workspace while this key is unchanged */
+    int mult_ok;
+    int64_t mult_n;
+    const float *mult_bscale;
+    uint32_t mult_bsum;
+    float mult_key[3];     /* a_scale, y_scale, alpha */
+    int mult_yf;
     /* per-call multipliers / bias (sh_qstate_mb): kept between calls so that
      * a call does not allocate */
     void *mb;
