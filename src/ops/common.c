@@ -1,4 +1,5 @@
 /* common.c - helpers shared by op implementations. */
+#include <omp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -82,6 +83,13 @@ void sh_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alp
             for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
         return;
     }
+    /* Small products run on the calling thread: OpenBLAS (OpenMP build)
+     * splits by the caller's OpenMP thread count, and for a 172 x 64 GEMV
+     * (stories260K decode) a two-thread team costs more than the product
+     * (f32 decode at 2 threads was 3x slower than at 1). */
+    int nt = omp_get_max_threads();
+    int serial = nt > 1 && (double)M * (double)N * (double)K < (double)(1 << 18);
+    if (serial) omp_set_num_threads(1);
     if (M == 1) {
         /* One row: a matrix-vector product.  OpenBLAS's sgemm is ~7x slower
          * than its sgemv here (4096x4096: 23 ms vs 3.4 ms).  Row i of op(A)
@@ -93,10 +101,11 @@ void sh_sgemm(int transA, int transB, int64_t M, int64_t N, int64_t K, float alp
         else /* C[1,N] = B[K,N]^T . a */
             cblas_sgemv(CblasRowMajor, CblasTrans, (blasint)K, (blasint)N, alpha, B, (blasint)ldb, A,
                         (blasint)incx, beta, C, 1);
-        return;
-    }
-    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, (blasint)M,
-                (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+    } else
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                    (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C,
+                    (blasint)ldc);
+    if (serial) omp_set_num_threads(nt);
 }
 
 int sh_gemm_epilogue(sh_kctx *k, const sh_tensor *C, int64_t M, int64_t N, int *relu, int64_t *cm, int64_t *cn)
