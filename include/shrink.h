@@ -432,6 +432,13 @@ int sh_tensorproto_save(const sh_tensor *t, const char *name, const char *path, 
  *   QuantizeLinear with the same scales and zero points (an int32 bias:
  *   DequantizeLinear with scale x_scale * w_scale, axis 0), the form ONNX
  *   Runtime reads and fuses back into its int8 kernels.  Opset >= 13.
+ *   Weight-only Gemm / Conv weights (any low-bit format of
+ *   sh_quantize_weights) become an int8 initializer of the block codes
+ *   [N*Kp/32, 32] read by a per-axis DequantizeLinear (one f32 scale per
+ *   32-block; + the block minimum for q4_1 / q2_1) -> Reshape -> Slice to
+ *   weight_k -> Reshape to the Conv kernel: the same f32 weights shrink's
+ *   kernels dequantize, in a file ORT loads (it runs them as f32).  A Gemm
+ *   whose A is not known to be 2-D becomes MatMul(A, Transpose(W)) + Add.
  * sh_graph_from_qdq: the reverse fusion of those patterns (DequantizeLinear
  *   inputs with constant scales, a QuantizeLinear as the only consumer,
  *   optionally through a Relu; a Gemm with f32 output becomes an f32-output

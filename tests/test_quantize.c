@@ -389,6 +389,125 @@ TEST(quantize_torch_exported_transformer)
     sh_graph_free(g);
 }
 
+/* Run g on x (helper of the QDQ tests): a copy of output 0. */
+static double max_diff(const sh_tensor *a, const sh_tensor *b, double *mag)
+{
+    double d = 0;
+    *mag = 0;
+    for (int64_t i = 0; i < sh_tensor_numel(a); i++)
+        d = fmax(d, fabs(sh_f32(a)[i] - sh_f32(b)[i])), *mag = fmax(*mag, fabs(sh_f32(b)[i]));
+    return d;
+}
+
+/* q with every low-bit weight replaced by its dequantized f32 values (the
+ * first weight_k columns, in the node's f32 weight shape). */
+static sh_graph *dequantized(const sh_graph *q, sh_error *e)
+{
+    sh_graph *d = sh_graph_clone(q, e);
+    for (int i = 0; d && i < d->n_nodes; i++) {
+        sh_node *n = &d->nodes[i];
+        if (n->n_in < 2 || n->in[1] < 0) continue;
+        sh_value *v = &d->values[n->in[1]];
+        if (!v->init || !sh_format_get(v->init->fmt)->is_quantized) continue;
+        int64_t N = v->init->shape[0], Kp = v->init->shape[1], K = sh_attr_int(n, "weight_k", Kp);
+        float *all = malloc(sizeof(float) * (size_t)(N * Kp));
+        CHECK_OK(sh_qtensor_to_f32(v->init, all, e), e);
+        int64_t shp[SH_MAX_DIMS] = {N, K};
+        int nd = 2;
+        const int64_t *ks = NULL;
+        int nk = !strcmp(n->op, "Conv") ? sh_attr_ints(n, "kernel_shape", &ks) : 0;
+        if (nk) {
+            int64_t sp = 1;
+            for (int j = 0; j < nk; j++) sp *= ks[j], shp[2 + j] = ks[j];
+            shp[1] = K / sp, nd = 2 + nk;
+        }
+        sh_tensor *t = sh_tensor_new(SH_F32, nd, shp, e);
+        for (int64_t r = 0; r < N; r++) memcpy(sh_f32(t) + r * K, all + r * Kp, sizeof(float) * (size_t)K);
+        free(all);
+        sh_tensor_free(v->init);
+        v->init = t, v->fmt = SH_F32, v->ndim = nd;
+        memcpy(v->shape, shp, sizeof(int64_t) * (size_t)nd);
+        for (int a = 0; a < n->n_attrs; a++)
+            if (!strcmp(n->attrs[a].name, "weight_k")) n->attrs[a].i = K; /* same value: f32 Gemm / Conv ignore it */
+    }
+    return d;
+}
+
+/* Weight-only models export as QDQ ONNX (sh_graph_to_qdq, shrink convert
+ * --qdq): int8 codes + per-block DequantizeLinear (+ min, Reshape, Slice),
+ * no shrink format or attribute left, and the exported graph computes the
+ * dequantized f32 model (exactly the same weights) -- Gemm on 2-D inputs,
+ * MatMul + Add on 3-D ones, Conv with a K that is not a multiple of 32; every
+ * format family, group 32 / 64 / 128, per channel, per tensor; the file
+ * reloads to the same outputs. */
+TEST(quantize_weight_only_exports_qdq)
+{
+    static const struct { int bits, scheme, gran, group; } cs[] = {
+        {8, 1, SH_QGRAN_GROUP, 32}, {4, 1, SH_QGRAN_GROUP, 32}, {4, 2, SH_QGRAN_GROUP, 64}, {3, 0, SH_QGRAN_GROUP, 128},
+        {2, 2, SH_QGRAN_GROUP, 32}, {4, 3, SH_QGRAN_GROUP, 32}, {4, 1, SH_QGRAN_CHANNEL, 0}, {4, 2, SH_QGRAN_CHANNEL, 0},
+        {8, 1, SH_QGRAN_TENSOR, 0}, {4, 3, SH_QGRAN_CHANNEL, 0}, {2, 2, SH_QGRAN_TENSOR, 0}};
+    int nc = (int)(sizeof cs / sizeof cs[0]);
+    for (int c = 0; c < 2 * nc + 3; c++) {
+        sh_error e = {0};
+        static const int conv_ci[3] = {1, 7, 4}; /* g32, asym per channel, 2-bit (K = 27: no g64 / g128) */
+        int conv = c >= 2 * nc, xr = conv ? 4 : 2 + c % 2, ci = conv ? conv_ci[c - 2 * nc] : c / 2;
+        sh_graph *g = NULL;
+        int64_t xs[4] = {1, 3, 9, 8};
+        if (conv) { /* Conv 3 -> 4 channels 3x3: K = 27, padded to 32 */
+            g = sh_graph_new("conv");
+            sh_graph_add_input(g, "x", SH_F32, 4, xs, &e);
+            sh_tensor *w = sh_tensor_new(SH_F32, 4, (int64_t[]){4, 3, 3, 3}, &e), *bv = sh_tensor_new(SH_F32, 1, (int64_t[]){4}, &e);
+            for (int64_t i = 0; i < 108; i++) sh_f32(w)[i] = frand();
+            for (int64_t i = 0; i < 4; i++) sh_f32(bv)[i] = frand();
+            sh_graph_add_init(g, "w", w, &e);
+            sh_graph_add_init(g, "b", bv, &e);
+            const char *in[3] = {"x", "w", "b"}, *out[1] = {"y"};
+            int k = sh_graph_add_node(g, "Conv", "conv", 3, in, 1, out, &e);
+            sh_node_set_ints(g, k, "kernel_shape", 2, (int64_t[]){3, 3});
+            sh_node_set_ints(g, k, "pads", 4, (int64_t[]){1, 1, 1, 1});
+            sh_graph_mark_output(g, "y", &e);
+            CHECK_OK(sh_graph_check(g, &e), &e);
+        } else
+            g = matmul_graph(128, 64, 40, xr);
+        sh_quant_opts o = {.bits = cs[ci].bits, .scheme = cs[ci].scheme, .granularity = cs[ci].gran, .group = cs[ci].group};
+        sh_graph *q = NULL, *d = NULL, *x2 = NULL, *l = NULL;
+        CHECK_OK(sh_quantize_weights(g, &o, &q, NULL, &e), &e);
+        if (q) d = dequantized(q, &e);
+        if (q) CHECK_OK(sh_graph_to_qdq(q, &x2, &e), &e);
+        if (!x2 || !d) {
+            sh_graph_free(q), sh_graph_free(d), sh_graph_free(g);
+            continue;
+        }
+        int ndq = 0;
+        for (int i = 0; i < x2->n_values; i++)
+            if (x2->values[i].init) CHECK(!sh_format_get(x2->values[i].init->fmt)->is_quantized);
+        for (int i = 0; i < x2->n_nodes; i++) {
+            ndq += !strcmp(x2->nodes[i].op, "DequantizeLinear");
+            CHECK_MSG(sh_attr_int(&x2->nodes[i], "weight_k", -7) == -7, "case %d: weight_k left on '%s'", c, x2->nodes[i].name);
+        }
+        CHECK_MSG(ndq >= 1, "case %d: %d DequantizeLinear", c, ndq);
+        int64_t xsh[3] = {2, 3, 128};
+        sh_tensor *x = conv ? sh_tensor_new(SH_F32, 4, xs, &e) : sh_tensor_new(SH_F32, xr, xsh + 3 - xr, &e);
+        for (int64_t i = 0; i < sh_tensor_numel(x); i++) sh_f32(x)[i] = frand();
+        sh_tensor *y0 = run1(d, x, &e), *y1 = run1(x2, x, &e);
+        CHECK_MSG(y0 && y1, "case %d: %s", c, e.msg);
+        if (y0 && y1) {
+            double mag, df = max_diff(y1, y0, &mag);
+            CHECK_MSG(sh_tensor_numel(y0) == sh_tensor_numel(y1) && df <= 1e-5 * mag + 1e-6,
+                      "case %d (bits %d scheme %d gran %d): QDQ vs dequantized f32: max |diff| %g (max %g)", c,
+                      cs[ci].bits, cs[ci].scheme, cs[ci].gran, df, mag);
+        }
+        char pth[512];
+        snprintf(pth, sizeof pth, "%s/wq_qdq.onnx", sh_test_tmpdir());
+        CHECK_OK(sh_model_save(x2, pth, &e), &e);
+        CHECK_OK(sh_model_load(pth, &l, &e), &e);
+        sh_tensor *y2 = l ? run1(l, x, &e) : NULL;
+        CHECK_MSG(y1 && y2 && !memcmp(y1->data, y2->data, y1->nbytes), "case %d reloaded: %s", c, e.msg);
+        sh_tensor_free(x), sh_tensor_free(y0), sh_tensor_free(y1), sh_tensor_free(y2);
+        sh_graph_free(l), sh_graph_free(x2), sh_graph_free(d), sh_graph_free(q), sh_graph_free(g);
+    }
+}
+
 static int64_t file_size(const char *p)
 {
     struct stat st;

@@ -11,6 +11,19 @@
  * it is.  This is the form ONNX Runtime and other tools read: ORT fuses the
  * patterns back into its int8 kernels.
  *
+ * Weight-only models (a Gemm / Conv weight in a grouped or per-channel /
+ * per-tensor low-bit format, src/compress/quantize.c) export too: the codes
+ * of every 32-block become a row of an int8 initializer [N*K/32, 32] (q - off:
+ * q8_0 -127..127, 4-bit -8..15, log4 -64..64 with d / 64; negated with the
+ * scale where a sign-max scale is negative), read by a
+ * per-axis DequantizeLinear (axis 0, one f32 scale per block; opset 13),
+ * + the block minimum (q4_1 / q2_1), Reshape to [N, Kp], Slice to the
+ * real K, Reshape to the Conv kernel; the values are the same f32 numbers
+ * shrink's kernels dequantize.  A Gemm whose input is not known to be 2-D (a
+ * MatMul quantized as Gemm) becomes MatMul with the transposed weight + Add.
+ * ONNX Runtime folds the chain into f32 weights when it loads the file: the
+ * file keeps 8 bits per weight plus the scales, the run is f32.
+ *
  * sh_graph_from_qdq: the reverse fusion.  A Conv / Gemm (transA=0, beta=1,
  * alpha=1) / MatMul / Add / GlobalAveragePool whose data inputs come from
  * DequantizeLinear nodes (u8/s8 per tensor for activations; weights s8/u8
@@ -31,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/quant_formats.h"
 #include "shrink.h"
 
 #define MS_DOMAIN "com.microsoft"
@@ -318,6 +332,148 @@ static const char *emit_dq(builder *b, const sh_node *src, const char *v, const 
 
 static int relu_attr(const sh_node *n) { return *sh_attr_string(n, "activation", "") != 0; }
 
+static sh_tensor *i64_tensor(int n, const int64_t *v, sh_error *err)
+{
+    sh_tensor *t = sh_tensor_new(SH_I64, 1, (int64_t[]){n}, err);
+    if (t) memcpy(t->data, v, sizeof(int64_t) * (size_t)n);
+    return t;
+}
+
+/* 1 if weight w (an initializer) is in a weight-only low-bit format. */
+static int wq_format(const sh_tensor *w)
+{
+    return w && w->ndim == 2 && (sh_qbase_format(w->fmt, NULL) >= 0 || sh_qrows_base(w->fmt, NULL) >= 0);
+}
+
+/* The weight-only Gemm / Conv s (weight input 1 in a low-bit format) as
+ * DequantizeLinear -> [Add min] -> Reshape [-> Slice] [-> Reshape] -> the
+ * f32 op (see the header comment). */
+static int to_qdq_weight_only(builder *b, const sh_node *s, sh_error *err)
+{
+    const sh_graph *g = b->g;
+    const sh_tensor *w = g->values[s->in[1]].init;
+    int conv = !strcmp(s->op, "Conv");
+    int64_t N = w->shape[0], Kp = w->shape[1], K = sh_attr_int(s, "weight_k", Kp), nb = Kp / SH_QK, nr = N * nb;
+    int grp = 32, pt = 0;
+    int base = sh_qbase_format(w->fmt, &grp);
+    int rows = base < 0;
+    if (rows) base = sh_qrows_base(w->fmt, &pt);
+    if (Kp % SH_QK || K <= 0 || K > Kp)
+        return sh_err(err, SH_EFORMAT, "node '%s' (%s): weight [%lld,%lld] (%s) with weight_k %lld", s->name, s->op,
+                      (long long)N, (long long)Kp, sh_format_get(w->fmt)->name, (long long)K);
+    int asym = base == SH_Q4_1 || base == SH_Q2_1;
+    sh_tensor *q = sh_tensor_new(SH_I8, 2, (int64_t[]){nr, SH_QK}, err);
+    sh_tensor *sc = sh_tensor_new(SH_F32, 1, (int64_t[]){nr}, err);
+    sh_tensor *zp = sh_tensor_new(SH_I8, 1, (int64_t[]){nr}, err);
+    sh_tensor *mn = asym ? sh_tensor_new(SH_F32, 2, (int64_t[]){nr, 1}, err) : NULL;
+    size_t bb = sh_format_bytes((sh_format)base, SH_QK), rb = rows ? 0 : sh_format_bytes(w->fmt, Kp);
+    uint8_t *ex = rows || grp == 32 ? NULL : malloc(bb * (size_t)nb);
+    if (!q || !sc || !zp || (asym && !mn) || (!rows && grp != 32 && !ex)) {
+        sh_tensor_free(q), sh_tensor_free(sc), sh_tensor_free(zp), sh_tensor_free(mn), free(ex);
+        return sh_err(err, SH_ENOMEM, "out of memory");
+    }
+    memset(zp->data, 0, (size_t)nr);
+    for (int64_t r = 0; r < N; r++) {
+        const uint8_t *row = rows ? NULL : (const uint8_t *)w->data + (size_t)r * rb;
+        if (ex) sh_qexpand(w->fmt, row, Kp, ex);
+        for (int64_t j = 0; j < nb; j++) {
+            uint8_t u[SH_QK];
+            float d, m = 0.0f;
+            int off;
+            if (rows) {
+                off = sh_qrows_unpack_block((sh_format)base, sh_qrows_codes(w->data, r) + j * sh_qrows_block_codes((sh_format)base), u);
+                d = sh_qrows_scale(w->data, r, &m);
+                if (base == SH_LOG4) d *= 1.0f / 64.0f; /* as sh_qblock_unpack: codes -64..64 */
+            } else
+                off = sh_qblock_unpack((sh_format)base, (ex ? ex : row) + (size_t)j * bb, u, &d, &m);
+            int64_t i = r * nb + j;
+            /* sign-max scales may be negative: codes and scale negated (exact;
+             * DequantizeLinear readers expect positive scales) */
+            int sg = d < 0.0f ? -1 : 1;
+            for (int t = 0; t < SH_QK; t++) ((int8_t *)q->data)[i * SH_QK + t] = (int8_t)(sg * ((int)u[t] - off));
+            sh_f32(sc)[i] = sg < 0 ? -d : d;
+            if (mn) sh_f32(mn)[i] = m;
+        }
+    }
+    free(ex);
+    char v1[512], v2[512], v3[512], v4[512], v5[512], v6[512], nm[600];
+    const char *qn = b_init(b, s->name, "_w_codes", q), *sn = b_init(b, s->name, "_w_scale", sc);
+    const char *zn = b_init(b, s->name, "_w_zero", zp);
+    const char *cur = emit_dq(b, s, qn, sn, zn, 0, "_w_dq", v1, sizeof v1);
+    if (mn) {
+        const char *mnn = b_init(b, s->name, "_w_min", mn);
+        const char *in[2] = {cur, mnn};
+        snprintf(nm, sizeof nm, "%s_w_min_add", s->name);
+        b_node(b, "Add", "", nm, 2, in, 1, (const char *const[]){fresh(b, s->name, "_w_min", v2, sizeof v2)});
+        cur = v2;
+    }
+    {
+        const char *in[2] = {cur, b_init(b, s->name, "_w_shape", i64_tensor(2, (int64_t[]){N, Kp}, err))};
+        snprintf(nm, sizeof nm, "%s_w_reshape", s->name);
+        b_node(b, "Reshape", "", nm, 2, in, 1, (const char *const[]){fresh(b, s->name, "_w_rows", v3, sizeof v3)});
+        cur = v3;
+    }
+    if (K < Kp) {
+        const char *in[4] = {cur, b_init(b, s->name, "_w_starts", i64_tensor(1, (int64_t[]){0}, err)),
+                             b_init(b, s->name, "_w_ends", i64_tensor(1, (int64_t[]){K}, err)),
+                             b_init(b, s->name, "_w_axes", i64_tensor(1, (int64_t[]){1}, err))};
+        snprintf(nm, sizeof nm, "%s_w_slice", s->name);
+        b_node(b, "Slice", "", nm, 4, in, 1, (const char *const[]){fresh(b, s->name, "_w_k", v4, sizeof v4)});
+        cur = v4;
+    }
+    const char *yout = vname(g, s->out[0]);
+    int relu = relu_attr(s);
+    const char *f = relu ? fresh(b, s->name, "_out", v6, sizeof v6) : yout;
+    if (conv) {
+        const int64_t *ks = NULL;
+        int nk = sh_attr_ints(s, "kernel_shape", &ks);
+        int64_t sp = 1, shp[SH_MAX_DIMS];
+        for (int i = 0; i < nk; i++) sp *= ks[i];
+        if (nk < 1 || nk + 2 > SH_MAX_DIMS || sp <= 0 || K % sp)
+            return sh_err(err, SH_EFORMAT, "node '%s' (Conv): kernel_shape does not divide weight_k %lld", s->name,
+                          (long long)K);
+        shp[0] = N, shp[1] = K / sp;
+        for (int i = 0; i < nk; i++) shp[2 + i] = ks[i];
+        const char *in[2] = {cur, b_init(b, s->name, "_w_kshape", i64_tensor(nk + 2, shp, err))};
+        snprintf(nm, sizeof nm, "%s_w_kernel", s->name);
+        b_node(b, "Reshape", "", nm, 2, in, 1, (const char *const[]){fresh(b, s->name, "_w_f32", v5, sizeof v5)});
+        const char *cin[3] = {vname(g, s->in[0]), v5, s->n_in > 2 ? vname(g, s->in[2]) : ""};
+        bnode *n = b_node(b, "Conv", "", s->name, *cin[2] ? 3 : 2, cin, 1, &f);
+        if (n) n->attrs_from = s, n->skip[0] = "activation", n->skip[1] = "weight_k";
+    } else {
+        const sh_value *a = &g->values[s->in[0]];
+        const char *cin = s->n_in > 2 ? vname(g, s->in[2]) : "";
+        if (a->ndim == 2) {
+            const char *in[3] = {vname(g, s->in[0]), cur, cin};
+            bnode *n = b_node(b, "Gemm", "", s->name, *cin ? 3 : 2, in, 1, &f);
+            if (n) n->attrs_from = s, n->skip[0] = "activation", n->skip[1] = "weight_k";
+        } else {
+            /* A of another (or unknown) rank: MatMul(A, W^T) [+ C] */
+            if (sh_attr_float(s, "beta", 1.0f) != 1.0f && *cin)
+                return sh_err(err, SH_EUNSUPPORTED,
+                              "node '%s' (Gemm, A of rank %d, beta %g): only beta = 1 exports as MatMul + Add", s->name,
+                              a->ndim, sh_attr_float(s, "beta", 1.0f));
+            char tn[512], mm[512];
+            snprintf(nm, sizeof nm, "%s_w_t", s->name);
+            bnode *t = b_node(b, "Transpose", "", nm, 1, &cur, 1, (const char *const[]){fresh(b, s->name, "_w_kn", tn, sizeof tn)});
+            (void)t; /* Transpose without perm reverses the two axes */
+            const char *in[2] = {vname(g, s->in[0]), tn};
+            const char *mo = *cin ? fresh(b, s->name, "_mm", mm, sizeof mm) : f;
+            snprintf(nm, sizeof nm, "%s_matmul", s->name);
+            b_node(b, "MatMul", "", nm, 2, in, 1, &mo);
+            if (*cin) {
+                const char *ain[2] = {mo, cin};
+                b_node(b, "Add", "", s->name, 2, ain, 1, &f);
+            }
+        }
+    }
+    if (relu) {
+        snprintf(nm, sizeof nm, "%s_relu", s->name);
+        b_node(b, "Relu", "", nm, 1, &f, 1, &yout);
+    }
+    return SH_OK;
+}
+
 static int to_qdq_node(builder *b, const sh_node *s, sh_error *err)
 {
     const sh_graph *g = b->g;
@@ -411,6 +567,8 @@ static int to_qdq_node(builder *b, const sh_node *s, sh_error *err)
     }
 #undef IN
 #undef INV
+    if ((!strcmp(op, "Gemm") || !strcmp(op, "Conv")) && s->n_in > 1 && s->in[1] >= 0 && wq_format(g->values[s->in[1]].init))
+        return to_qdq_weight_only(b, s, err);
     b_copy(b, s);
     return SH_OK;
 }
