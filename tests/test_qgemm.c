@@ -193,7 +193,11 @@ static void lowbit_case(sh_format f, int M, int N, int K, int nthreads)
         CHECK_OK(sh_qweight_new(w, f, N, K, lv[l], &qw, &err), &err);
         if (!qw) break;
         CHECK(qw->packed == (lv[l] == SH_CPU_LEVEL_AVX512));
-        if (qw->packed) CHECK(qw->bytes == (size_t)((N + 15) / 16 * 16) * rb); /* same bits per weight */
+        if (qw->packed) { /* same bits per weight (an odd last block of a symmetric format: padded to a pair) */
+            int64_t nb = K / 32, nch = (nb + qw->spc - 1) / qw->spc;
+            CHECK(qw->bytes == (size_t)((N + 15) / 16 * nch * qw->chunk));
+            if (nb % qw->spc == 0) CHECK(qw->bytes == (size_t)((N + 15) / 16 * 16) * rb);
+        }
         y[nl + nq] = malloc((size_t)M * N * 4);
         CHECK_OK(sh_qweight_matmul(x, M, qw, bias, y[nl + nq], nthreads, &err), &err);
         nq++;

@@ -337,7 +337,7 @@ int sh_qweight_new(const void *W, sh_format wf, int64_t N, int64_t K, int level,
         w->hdr = (asym ? 2 : 1) * 16 * (w->f32s ? 4 : 2);
         w->cb = bits == 8 ? 512 : bits == 4 ? 256 : bits == 3 ? 192 : 128;
         int64_t ng = (N + 15) / 16, nsg = nb / w->gblk;
-        w->spc = w->gblk > 1 && w->hdr % 64 ? 2 : 1;
+        w->spc = w->hdr % 64 ? 2 : 1; /* keeps the codes 64-byte aligned (also for gblk 1) */
         w->chunk = w->spc * (w->hdr + w->gblk * w->cb);
         int64_t nch = (nsg + w->spc - 1) / w->spc;
         w->bytes = (size_t)(ng * nch * w->chunk);

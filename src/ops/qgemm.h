@@ -80,9 +80,11 @@ int sh_qmatmul(const float *X, int64_t M, const void *W, sh_format wf, int64_t N
  * f32 for _ch / _t), then the codes of their G / 32 blocks (cb bytes each,
  * as above).  spc = 2 for symmetric f16 scales (2 x 32 bytes), else 1, so
  * the codes stay 64-byte aligned with no padding (an odd last group is
- * padded).  A scale per 32 keeps the layout above (chunk per 32 k: the
- * single interleaved stream measured faster at batch 1 than scales and
- * codes in separate regions).  The kernels sum
+ * padded).  A scale per 32 (G = 32) is the same layout with one block per
+ * group: symmetric formats put two blocks' scales in 64 bytes, then their
+ * codes (q4_0: 576-byte chunks; the former 288-byte chunk per block left
+ * the codes straddling cache lines); one interleaved stream (measured faster
+ * at batch 1 than scales and codes in separate regions).  The kernels sum
  * per 32-block integer dots times the activation block scale in f32 and
  * multiply by the weight scale once per group; the min term is m times the
  * sum of the group's activation block sums.  G = 32: exactly the layout
