@@ -356,7 +356,7 @@ int sh_calibrate(const sh_graph *g, const sh_quant_opts *o, int n, const char *c
         shape[3] = d->w;
         fmt = SH_F32;
     } else if (d->kind == 2) {
-        int64_t T = o->seq_len > 0 ? o->seq_len : 64;
+        int64_t T = sh_token_len(g, o->seq_len, 64); /* a fixed-shape export: its length */
         items = o->calib_samples > 0 ? o->calib_samples : 32;
         if (items > d->n / T) items = d->n / T;
         if (items < 1)
@@ -369,6 +369,7 @@ int sh_calibrate(const sh_graph *g, const sh_quant_opts *o, int n, const char *c
         shape[1] = T;
         fmt = iv->fmt;
         if (batch > 8) batch = 8;
+        if (sh_token_batch(g) > 0) batch = sh_token_batch(g);
     } else {
         return sh_err(err, SH_EINVAL, "calibrate: unknown data set kind %d", d->kind);
     }

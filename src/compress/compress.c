@@ -53,6 +53,26 @@ int sh_prunable_layers(const sh_graph *g, sh_layer **out, int *n, sh_error *err)
     return SH_OK;
 }
 
+static const sh_value *token_input(const sh_graph *g)
+{
+    if (!g || g->n_inputs != 1) return NULL;
+    const sh_value *v = &g->values[g->inputs[0]];
+    return v->ndim == 2 && (v->fmt == SH_I64 || v->fmt == SH_I32) ? v : NULL;
+}
+
+int64_t sh_token_len(const sh_graph *g, int64_t seq_len, int64_t dflt)
+{
+    const sh_value *v = token_input(g);
+    if (seq_len > 0) return seq_len;
+    return v && v->shape[1] > 0 ? v->shape[1] : dflt;
+}
+
+int64_t sh_token_batch(const sh_graph *g)
+{
+    const sh_value *v = token_input(g);
+    return v && v->shape[0] > 0 ? v->shape[0] : 0;
+}
+
 int sh_name_in_list(const char *list, const char *a, const char *b)
 {
     if (!list) return 0;
@@ -302,7 +322,8 @@ int sh_taylor_scores(const sh_graph *g0, const sh_layer *L, int n, const sh_prun
         return sh_err(err, SH_EUNSUPPORTED, "Taylor scores: the model must have one input (has %d)", g0->n_inputs);
     int B = o->batch > 0 ? o->batch : 32, NB = o->calib_batches > 0 ? o->calib_batches : 4;
     int lm = d->kind == 2;
-    int64_t T = lm ? (o->seq_len > 0 ? o->seq_len : 64) : 1;
+    int64_t T = lm ? sh_token_len(g0, o->seq_len, 64) : 1;
+    if (lm && sh_token_batch(g0) > 0) B = (int)sh_token_batch(g0);
     int64_t items = lm ? (d->n - 1) / T : d->n;
     if (items < 1) return sh_err(err, SH_EINVAL, "Taylor scores: the calibration set is empty");
     if (items < (int64_t)B) B = (int)items;

@@ -39,6 +39,12 @@ int sh_prune_select(const sh_graph *g, const sh_layer *L, int n, const sh_prune_
 /* 1 if list (comma-separated) contains a or b. */
 int sh_name_in_list(const char *list, const char *a, const char *b);
 
+/* Tokens per row for text data fed to g: seq_len when > 0, else the fixed
+ * length of g's token input (an ONNX export with a static shape [B, T]),
+ * else dflt.  sh_token_batch: g's fixed batch of its token input (0: any). */
+int64_t sh_token_len(const sh_graph *g, int64_t seq_len, int64_t dflt);
+int64_t sh_token_batch(const sh_graph *g);
+
 /* Number pruned of n for ratio (round half to even, as Python's round()). */
 int64_t sh_prune_count(double ratio, int64_t n);
 /* Validate ratio / threshold / method; SH_EINVAL with a clear message. */

@@ -45,11 +45,12 @@ static int src_init(calib_src *s, const sh_graph *g, const sh_calib_cfg *c, sh_e
         if (iv->fmt != SH_I64 && iv->fmt != SH_I32)
             return sh_err(err, SH_EINVAL, "calibration: text data for a model whose input '%s' is not tokens",
                           iv->name);
-        s->T = c->seq_len > 0 ? c->seq_len : 64;
+        s->T = sh_token_len(g, c->seq_len, 64); /* a fixed-shape export: its length */
         if (s->T > d->n - 1) s->T = d->n - 1;
         s->items = c->samples > 0 ? c->samples : 32;
         if (s->items > (d->n - 1) / s->T) s->items = (d->n - 1) / s->T;
         s->B = c->batch > 0 ? c->batch : 8;
+        if (sh_token_batch(g) > 0) s->B = sh_token_batch(g);
     } else {
         if (d->kind != 1 || !d->x || d->n < 1)
             return sh_err(err, SH_EINVAL, "calibration: the data set is neither images nor tokens");

@@ -898,7 +898,7 @@ static int quantize_int8(const sh_graph *src, const sh_quant_opts *o, sh_graph *
         }
         if (rep) {
             int64_t items = o->calib_samples > 0 ? o->calib_samples : o->calib->kind == 1 ? 256 : 32;
-            int64_t avail = o->calib->kind == 1 ? o->calib->n : o->calib->n / (o->seq_len > 0 ? o->seq_len : 64);
+            int64_t avail = o->calib->kind == 1 ? o->calib->n : o->calib->n / sh_token_len(g, o->seq_len, 64);
             rep->calib_items = items < avail ? items : avail;
         }
     }

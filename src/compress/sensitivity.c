@@ -46,6 +46,7 @@ static int model_seq_len(const sh_graph *g)
 {
     sh_llama_config c;
     sh_error e = {0};
+    if (sh_token_len(g, 0, 0) > 0) return (int)sh_token_len(g, 0, 0); /* a fixed-shape export */
     if (sh_llama_config_of(g, &c, &e) == SH_OK && c.seq_len > 0) return c.seq_len;
     const char *s = sh_graph_get_meta(g, "seq_len");
     if (s && atoi(s) > 1) return atoi(s);
@@ -247,6 +248,7 @@ static int tokens_setup(sh_compare *c, const sh_graph *g, const sh_dataset *d, i
         }
     }
     c->batch = 4096 / T > 0 ? 4096 / T : 1;
+    if (sh_token_batch(g) > 0) c->batch = sh_token_batch(g);
     return SH_OK;
 }
 

@@ -187,19 +187,23 @@ done:
 }
 
 /* Language models: median latency of one token at position 0 (batch 1, one
- * new token: the cost of a decode step with an empty cache). */
+ * new token: the cost of a decode step with an empty cache); a model with a
+ * fixed input shape [B, T]: one run of that shape. */
 static int lm_latency(sh_graph *g, const sh_eval_opts *o, sh_eval_report *rep, sh_error *err)
 {
     if (g->n_inputs != 1) return SH_OK;
     const sh_value *v = &g->values[g->inputs[0]];
     if (v->ndim != 2 || (v->fmt != SH_I64 && v->fmt != SH_I32)) return SH_OK;
-    int64_t shape[2] = {1, 1};
+    /* a fixed input shape (an ONNX export without a KV cache) runs as it is */
+    int64_t shape[2] = {v->shape[0] > 0 ? v->shape[0] : 1, v->shape[1] > 0 ? v->shape[1] : 1};
     sh_run_opts ro = {.nthreads = o->nthreads};
     sh_program *p = NULL;
     sh_tensor *t = sh_tensor_new(v->fmt, 2, shape, err);
     if (!t) return err ? err->code : SH_ENOMEM;
-    if (v->fmt == SH_I64) ((int64_t *)t->data)[0] = 1;
-    else ((int32_t *)t->data)[0] = 1;
+    for (int64_t i = 0; i < shape[0] * shape[1]; i++) {
+        if (v->fmt == SH_I64) ((int64_t *)t->data)[i] = 1;
+        else ((int32_t *)t->data)[i] = 1;
+    }
     int rc = sh_program_new(g, &ro, &p, err), runs = 0;
     double med = 0;
     if (!rc) {

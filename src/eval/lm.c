@@ -77,9 +77,24 @@ static int runner_run(lm_runner *r, const int *tokint, int64_t T, int64_t pos, c
     return runner_run_rows(r, NULL, tokint, 1, T, pos, logits, V, err);
 }
 
+/* The fixed dims of g's token input [B, T] (an ONNX export with a static
+ * shape), 0 where dynamic or when the input is not tokens. */
+static void fixed_tokens(const sh_graph *g, int64_t *B, int64_t *T)
+{
+    *B = *T = 0;
+    if (g->n_inputs != 1) return;
+    const sh_value *v = &g->values[g->inputs[0]];
+    if (v->ndim != 2 || (v->fmt != SH_I64 && v->fmt != SH_I32)) return;
+    *B = v->shape[0] > 0 ? v->shape[0] : 0;
+    *T = v->shape[1] > 0 ? v->shape[1] : 0;
+}
+
 static int model_seq_len(const sh_graph *g, const sh_eval_opts *o)
 {
     if (o && o->seq_len > 0) return o->seq_len;
+    int64_t fb, ft;
+    fixed_tokens(g, &fb, &ft);
+    if (ft > 1) return (int)ft;
     sh_llama_config c;
     sh_error e = {0};
     if (sh_llama_config_of(g, &c, &e) == SH_OK && c.seq_len > 0) return c.seq_len;
@@ -184,6 +199,13 @@ static int lm_drive(sh_graph *ga, sh_graph *gb, const sh_dataset *d, const sh_ev
     /* windows of equal length run together, up to maxb rows and 8192 tokens */
     int64_t maxb = o && o->batch > 0 ? o->batch : 16;
     if (maxb * W > 8192) maxb = 8192 / W > 0 ? 8192 / W : 1;
+    /* a model with a fixed input shape [FB, FT] gets exactly that: shorter
+     * windows padded with token 0 after their end (causal: the scored
+     * positions do not see the padding), missing rows padded likewise */
+    int64_t FB, FT;
+    fixed_tokens(ga, &FB, &FT);
+    if (FB > 0) maxb = FB;
+    int32_t *padbuf = NULL;
     typedef struct pend {
         int64_t doc, a, s, e, from;
     } pend;
@@ -214,12 +236,25 @@ static int lm_drive(sh_graph *ga, sh_graph *gb, const sh_dataset *d, const sh_ev
         }
         int flush = np > 0 && (!got || np == maxb || (pb[0].e - pb[0].s) != (w.e - w.s));
         if (flush) {
-            int64_t T = pb[0].e - pb[0].s, Va = 0, Vb = 0;
+            int64_t T = pb[0].e - pb[0].s, Va = 0, Vb = 0, nr = np;
             const float *la = NULL, *lb = NULL;
             for (int64_t k = 0; k < np; k++) rows[k] = d->tokens + pb[k].a + pb[k].s;
-            rc = runner_run_rows(&ra, rows, NULL, np, T, 0, &la, &Va, err);
+            if ((FT > 0 && FT > T) || (FB > 0 && FB > np)) {
+                int64_t TT = FT > T ? FT : T;
+                nr = FB > np ? FB : np;
+                free(padbuf);
+                padbuf = calloc((size_t)(nr * TT), sizeof(int32_t));
+                if (!padbuf) {
+                    rc = sh_err(err, SH_ENOMEM, "out of memory");
+                    break;
+                }
+                for (int64_t k = 0; k < np; k++) memcpy(padbuf + k * TT, rows[k], sizeof(int32_t) * (size_t)T);
+                for (int64_t k = 0; k < nr; k++) rows[k] = padbuf + k * TT;
+                T = TT;
+            }
+            rc = runner_run_rows(&ra, rows, NULL, nr, T, 0, &la, &Va, err);
             if (!rc && gb) {
-                rc = runner_run_rows(&rb, rows, NULL, np, T, 0, &lb, &Vb, err);
+                rc = runner_run_rows(&rb, rows, NULL, nr, T, 0, &lb, &Vb, err);
                 if (!rc && Vb != Va)
                     rc = sh_err(err, SH_ESHAPE, "the two models have different vocabularies (%lld and %lld)",
                                 (long long)Va, (long long)Vb);
@@ -233,7 +268,7 @@ static int lm_drive(sh_graph *ga, sh_graph *gb, const sh_dataset *d, const sh_ev
                                     tgt, (long long)pb[k].doc, (long long)j, (long long)Va);
                         break;
                     }
-                    int64_t row = k * T + j - 1 - pb[k].s;
+                    int64_t row = k * T + j - 1 - pb[k].s; /* T: the padded length */
                     rc = fn(ctx, la + row * Va, gb ? lb + row * Va : NULL, Va, tgt, err);
                     n++;
                 }
@@ -247,7 +282,7 @@ static int lm_drive(sh_graph *ga, sh_graph *gb, const sh_dataset *d, const sh_ev
             done = 1;
         }
     }
-    free(pb), free(rows);
+    free(pb), free(rows), free(padbuf);
     *seconds = sh_now() - t0;
     *scored = n;
     runner_free(&ra);
