@@ -1091,7 +1091,7 @@ int sh_sparsify(const sh_graph *g, const sh_sparsify_opts *o, sh_graph **out, sh
  *   bits 8: q8_0 (sym)   4: q4_0 (sym, default), q4_1 (asym), log4 (scheme 3)
  *   bits 3: q3_0 (sym)   2: q2_1 (asym)
  * granularity group (32 values per scale along K; 64 / 128: the _g64 /
- * _g128 rows, layers whose K is not a multiple stay f32 with a note),
+ * _g128 rows),
  * channel or tensor (one scale per row / tensor: Gemm and Conv weights
  * become the _ch / _t row, f32 scales and codes packed at their real size,
  * e.g. 4.008 bits per weight for 4096 x 4096 q4_0_ch; the AVX-512 conv
@@ -1104,7 +1104,8 @@ int sh_sparsify(const sh_graph *g, const sh_sparsify_opts *o, sh_graph **out, sh
  * o->layer_bits "name=bits,..." (0 = f32) overrides the bits per layer
  * (a name that is no layer, or bits other than 0/2/3/4/8: SH_EINVAL).
  * Gemm then runs on the low-bit kernels (activations quantized on the fly to
- * q8_0); such a Gemm has no backward.  K not a multiple of 32: each row is
+ * q8_0); such a Gemm has no backward.  K not a multiple of the group (32,
+ * 64 or 128; 32 per channel / tensor): each row is
  * padded with zero weights to Kp (the initializer is [N, Kp], the node gets
  * the attribute weight_k = K and pads its activations with zeros: the same
  * sums).  Layers left f32, with the reason in the

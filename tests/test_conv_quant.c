@@ -383,7 +383,7 @@ TEST(conv_quant_bad_inputs)
 {
     cq_case c = cases[0]; /* K 72, Kp 96 */
     expect_error(&c, 70, 96, "weight_k 70 should be 72", NULL);   /* weight_k disagrees with the kernel */
-    expect_error(&c, 72, 128, "up to 31 zero-padded", NULL);      /* K not padded to the next group */
+    expect_error(&c, 72, 128, "less than one group zero-padded", NULL);      /* K not padded to the next group */
     expect_error(&c, 72, 96, "does not match the 20 output channels", "bad");
     cq_case g3 = cases[0];
     g3.groups = 3; /* 8 channels */

@@ -454,8 +454,8 @@ TEST(conv_quantized_matches_dequantized)
             int nconv = 0;
             for (int i = 0; i < r.n_layers; i++)
                 if (r.layers[i].fmt != SH_F32) nconv += !strncmp(r.layers[i].name, "conv", 4);
-            /* conv1 K 27 -> 32; conv2 K 27 (per group) -> 32; group 64 needs K % 64: stays f32 */
-            CHECK_MSG(nconv == (groups[f] == 64 ? 0 : 2), "bits %d: %d convs quantized", bits[f], nconv);
+            /* conv1 K 27 -> 32; conv2 K 27 (per group) -> 32; group 64: both padded to 64 */
+            CHECK_MSG(nconv == 2, "bits %d group %d: %d convs quantized", bits[f], groups[f], nconv);
             sh_graph *d = dequantized(q, g);
             for (int i = 0; i < d->n_nodes; i++) /* Gemm K 8 was padded: give the f32 graph its real K */
                 for (int a = 0; a < d->nodes[i].n_attrs; a++)

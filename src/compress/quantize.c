@@ -405,8 +405,9 @@ int sh_quantize_weights(const sh_graph *g, const sh_quant_opts *o, sh_graph **ou
             if (gran == SH_QGRAN_GROUP) {
                 j->group = group;
                 j->fmt = (sh_format)sh_qgroup_format(j->base, group);
-                j->Kp = group == 32 ? (l->cols + 31) / 32 * 32 : l->cols;
-                if (group != 32 && l->cols % group) why = "K is not a multiple of the group: kept f32";
+                /* K padded with zero weights to a whole group (the node
+                 * gets weight_k = K and pads its activations) */
+                j->Kp = (l->cols + group - 1) / group * group;
             } else {
                 /* the _ch / _t row (one f32 scale per row / tensor, codes
                  * at their real size), Gemm and Conv alike */

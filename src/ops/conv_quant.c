@@ -76,10 +76,10 @@ static int cq_setup(sh_kctx *k, const sh_tensor *const *in, int n_in, cq_geom *g
                          sh_shape_str(x->ndim, x->shape, b1, sizeof b1), ft->name,
                          sh_shape_str(B->ndim, B->shape, b2, sizeof b2), (long long)g->G);
     g->Cg = C / g->G, g->Mg = g->M / g->G;
-    if (g->Cg * ks[0] * ks[1] != g->K || g->Kp % qg || g->K > g->Kp || g->Kp - g->K >= SH_QK)
+    if (g->Cg * ks[0] * ks[1] != g->K || g->Kp % qg || g->K > g->Kp || g->Kp - g->K >= qg)
         return sh_op_err(k, SH_ESHAPE,
                          "input %s, %s weight %s, kernel %lldx%lld, group %lld: weight_k %lld should be %lld "
-                         "(columns a multiple of %d, up to 31 zero-padded)",
+                         "(columns a multiple of %d, less than one group zero-padded)",
                          sh_shape_str(x->ndim, x->shape, b1, sizeof b1), ft->name,
                          sh_shape_str(B->ndim, B->shape, b2, sizeof b2), (long long)ks[0], (long long)ks[1],
                          (long long)g->G, (long long)g->K, (long long)(g->Cg * ks[0] * ks[1]), qg);

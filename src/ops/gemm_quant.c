@@ -62,10 +62,10 @@ static int qsetup(sh_kctx *k, const sh_tensor *const *in, int n_in, qgeom *g)
     g->N = B->shape[0];
     g->Kp = B->shape[1];
     g->K = sh_attr_int(k->node, "weight_k", g->Kp);
-    if (A->shape[A->ndim - 1] != g->K || g->Kp % qg || g->K > g->Kp || g->Kp - g->K >= SH_QK || g->K <= 0)
+    if (A->shape[A->ndim - 1] != g->K || g->Kp % qg || g->K > g->Kp || g->Kp - g->K >= qg || g->K <= 0)
         return sh_op_err(k, SH_ESHAPE,
                          "A %s and B %s (%s, transB=1, weight_k %lld): A's last dim must be weight_k (B's columns, a "
-                         "multiple of %d, less up to 31 zero-padded)",
+                         "multiple of %d, less than one group zero-padded)",
                          sh_shape_str(A->ndim, A->shape, b1, sizeof b1), sh_shape_str(B->ndim, B->shape, b2, sizeof b2),
                          ft->name, (long long)g->K, qg);
     if (ft->packed) { /* _ch / _t rows: the header must agree with the shape */
