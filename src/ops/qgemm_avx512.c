@@ -555,6 +555,10 @@ static inline __attribute__((always_inline)) void pstore(const sh_qweight *w, in
     _mm512_mask_storeu_ps(y + n0, k, r);
 }
 
+#ifndef PF_AHEAD
+#define PF_AHEAD 8192 /* bytes of weight prefetched ahead by the GEMV kernels */
+#endif
+
 /* One scale per 32 (gblk 1): chunks of (16 rows, spc x 32 k), scales
  * interleaved with the codes in one stream; spc = 2 for the 32-byte f16
  * scales of the symmetric formats (two blocks' scales share 64 bytes, so the
@@ -571,6 +575,11 @@ static inline __attribute__((always_inline)) void pk(const sh_qweight *w, int bi
         __m512 acc = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
         for (int64_t b = 0; b < nb; b++) {
             const uint8_t *ch = c + b / spc * chunk;
+            /* software prefetch 8 KiB ahead (the weight is one stream):
+             * out of cache, 4096^2 GEMV 0.81x -> 0.98x of the streaming
+             * read (medians of 7 alternated runs) */
+            for (int64_t o = 0; o < chunk / spc; o += 64)
+                _mm_prefetch((const char *)(c + b * (chunk / spc) + PF_AHEAD + o), _MM_HINT_T0);
             pblk(ch + b % spc * hdr, ch + spc * hdr + b % spc * cb, bits, asym, islog, (const uint8_t *)xq[b].qs,
                  ioff[b], da[b], dsa[b], &acc, &accm);
         }
@@ -697,6 +706,11 @@ static inline __attribute__((always_inline)) void pkg(const sh_qweight *w, int b
             float gs = 0.0f;
             int64_t j = 0;
             for (; j + 2 <= gb; j += 2) { /* two independent chains */
+                /* prefetch as in pk (out of cache: g128 / _ch 0.90-1.04x ->
+                 * 0.99-1.13x of the streaming read, q3_0_ch 0.70-0.84x ->
+                 * 0.77-0.90x; 4 alternated runs) */
+                for (int64_t o = 0; o < 2 * cb; o += 64)
+                    _mm_prefetch((const char *)(cd + j * cb + PF_AHEAD + o), _MM_HINT_T0);
                 __m512i d0 = pdot(cd + j * cb, bits, islog, (const uint8_t *)xq[b0 + j].qs, ioff[b0 + j]);
                 __m512i d1 = pdot(cd + (j + 1) * cb, bits, islog, (const uint8_t *)xq[b0 + j + 1].qs,
                                   ioff[b0 + j + 1]);
