@@ -130,6 +130,38 @@ static void epi_tile(const sh_qepi_k *e, const int32_t *tile, int64_t ldt, int64
  * columns [n0, n1): no packing of A into MR-row tiles (5 of 6 rows would be
  * zeros), each panel's k-groups in two accumulator chains, 4 panels at a
  * time.  The same integer sums as the tiled path. */
+/* np panels (16 columns each) of the GEMV: accumulators in registers when
+ * np is the constant NP (the loops unroll), two chains per panel. */
+static inline __attribute__((always_inline)) void gemv_panels(const uint8_t *a, uint32_t xx, uint32_t tail, int64_t kf,
+                                                              int64_t kg, const int8_t *bp, int64_t pstride, int np,
+                                                              int32_t *tile)
+{
+    __m512i c0[NP], c1[NP];
+#pragma GCC unroll 4
+    for (int q = 0; q < NP; q++) c0[q] = c1[q] = _mm512_setzero_si512();
+    int64_t g = 0;
+    for (; g + 2 <= kf; g += 2) {
+        __m512i a0 = _mm512_set1_epi32((int32_t)(LD4(a + 4 * g) ^ xx));
+        __m512i a1 = _mm512_set1_epi32((int32_t)(LD4(a + 4 * g + 4) ^ xx));
+#pragma GCC unroll 4
+        for (int q = 0; q < np; q++) {
+            /* each panel is a stream: 2 KiB ahead in each (8 KiB in
+             * all): Llama dim 1024 int8 decode 3.4-3.7 -> 2.4-2.6 ms */
+            _mm_prefetch((const char *)(bp + q * pstride + g * 64 + 2048), _MM_HINT_T0);
+            _mm_prefetch((const char *)(bp + q * pstride + g * 64 + 2048 + 64), _MM_HINT_T0);
+            c0[q] = _mm512_dpbusd_epi32(c0[q], a0, _mm512_loadu_si512(bp + q * pstride + g * 64));
+            c1[q] = _mm512_dpbusd_epi32(c1[q], a1, _mm512_loadu_si512(bp + q * pstride + g * 64 + 64));
+        }
+    }
+    for (; g < kg; g++) {
+        __m512i a0 = _mm512_set1_epi32((int32_t)(g < kf ? LD4(a + 4 * g) ^ xx : tail));
+#pragma GCC unroll 4
+        for (int q = 0; q < np; q++) c0[q] = _mm512_dpbusd_epi32(c0[q], a0, _mm512_loadu_si512(bp + q * pstride + g * 64));
+    }
+#pragma GCC unroll 4
+    for (int q = 0; q < np; q++) _mm512_store_si512(tile + 16 * q, _mm512_add_epi32(c0[q], c1[q]));
+}
+
 static void gemv_row(const uint8_t *a, uint8_t x, int64_t m, int64_t n0, int64_t n1, const sh_qgemm_b *B,
                      const sh_qepi_k *e, void *C, int64_t ldc)
 {
@@ -147,27 +179,8 @@ static void gemv_row(const uint8_t *a, uint8_t x, int64_t m, int64_t n0, int64_t
         int64_t nr = n1 - n < NP * 16 ? n1 - n : NP * 16;
         int np = (int)((nr + 15) / 16);
         const int8_t *bp = bd + (n / 16) * pstride;
-        __m512i c0[NP], c1[NP];
-        for (int q = 0; q < NP; q++) c0[q] = c1[q] = _mm512_setzero_si512();
-        int64_t g = 0;
-        for (; g + 2 <= kf; g += 2) {
-            __m512i a0 = _mm512_set1_epi32((int32_t)(LD4(a + 4 * g) ^ xx));
-            __m512i a1 = _mm512_set1_epi32((int32_t)(LD4(a + 4 * g + 4) ^ xx));
-            for (int q = 0; q < np; q++) {
-                /* each panel is a stream: 2 KiB ahead in each (8 KiB in
-                 * all): Llama dim 1024 int8 decode 3.4-3.7 -> 2.4-2.6 ms */
-                _mm_prefetch((const char *)(bp + q * pstride + g * 64 + 2048), _MM_HINT_T0);
-                _mm_prefetch((const char *)(bp + q * pstride + g * 64 + 2048 + 64), _MM_HINT_T0);
-                c0[q] = _mm512_dpbusd_epi32(c0[q], a0, _mm512_loadu_si512(bp + q * pstride + g * 64));
-                c1[q] = _mm512_dpbusd_epi32(c1[q], a1, _mm512_loadu_si512(bp + q * pstride + g * 64 + 64));
-            }
-        }
-        for (; g < kg; g++) {
-            __m512i a0 = _mm512_set1_epi32((int32_t)(g < kf ? LD4(a + 4 * g) ^ xx : tail));
-            for (int q = 0; q < np; q++)
-                c0[q] = _mm512_dpbusd_epi32(c0[q], a0, _mm512_loadu_si512(bp + q * pstride + g * 64));
-        }
-        for (int q = 0; q < np; q++) _mm512_store_si512(tile + 16 * q, _mm512_add_epi32(c0[q], c1[q]));
+        if (np == NP) gemv_panels(a, xx, tail, kf, kg, bp, pstride, NP, tile);
+        else gemv_panels(a, xx, tail, kf, kg, bp, pstride, np, tile);
         epi_tile(e, tile, NP * 16, 1, nr, m, n, C, ldc);
     }
 }
@@ -598,6 +611,7 @@ static inline __attribute__((always_inline)) void pdot4(const uint8_t *codes, in
                                                         const uint8_t *const *a, const int32_t *io, __m512i *out)
 {
     if (bits != 8 && bits != 4) {
+#pragma GCC unroll 4
         for (int r = 0; r < 4; r++) out[r] = pdot(codes, bits, islog, a[r], io[r]);
         return;
     }
@@ -605,6 +619,7 @@ static inline __attribute__((always_inline)) void pdot4(const uint8_t *codes, in
     const __m512i lut = _mm512_broadcast_i32x4(
         _mm_setr_epi8((char)128, 96, 80, 72, 68, 66, 65, 64, 0, 32, 48, 56, 60, 62, 63, 64));
     __m512i d0[4], d1[4];
+#pragma GCC unroll 4
     for (int r = 0; r < 4; r++) d0[r] = _mm512_set1_epi32(io[r]), d1[r] = _mm512_setzero_si512();
 #define A4R(r, j) _mm512_set1_epi32(LD4(a[r] + 4 * (j)))
     if (bits == 8) {
@@ -636,6 +651,7 @@ static inline __attribute__((always_inline)) void pdot4(const uint8_t *codes, in
         }
     }
 #undef A4R
+#pragma GCC unroll 4
     for (int r = 0; r < 4; r++) {
         if (bits == 4 && !islog) d1[r] = _mm512_srai_epi32(d1[r], 4);
         out[r] = _mm512_add_epi32(d0[r], d1[r]);
@@ -655,22 +671,26 @@ static inline __attribute__((always_inline)) void pk4(const sh_qweight *w, int b
     for (int64_t g = g0; g < g1; g++) {
         const uint8_t *c = (const uint8_t *)w->data + g * nch * chunk;
         __m512 acc[4], accm[4];
+#pragma GCC unroll 4
         for (int r = 0; r < 4; r++) acc[r] = accm[r] = _mm512_setzero_ps();
         for (int64_t b = 0; b < nb; b++) {
             const uint8_t *c0 = c + b / spc * chunk, *ch = c0 + b % spc * hdr, *cd = c0 + spc * hdr + b % spc * cb;
             const uint8_t *a[4];
             int32_t io[4];
             __m512i dot[4];
+#pragma GCC unroll 4
             for (int r = 0; r < 4; r++) a[r] = (const uint8_t *)xq[r * ldb + b].qs, io[r] = ioff[r * ldb + b];
             pdot4(cd, bits, islog, a, io, dot);
             __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)ch));
             __m512 mn = asym ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(ch + 32))) : d;
+#pragma GCC unroll 4
             for (int r = 0; r < 4; r++) {
                 __m512 sc = _mm512_mul_ps(d, _mm512_set1_ps(da[r * ldb + b]));
                 acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r]), sc, acc[r]);
                 if (asym) accm[r] = _mm512_fmadd_ps(mn, _mm512_set1_ps(dsa[r * ldb + b]), accm[r]);
             }
         }
+#pragma GCC unroll 4
         for (int r = 0; r < 4; r++) pstore(w, g, acc[r], accm[r], bias, y + r * ldy);
     }
 }
