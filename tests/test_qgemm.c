@@ -337,6 +337,15 @@ static void grouped_case(sh_format f, int M, int N, int K, int nthreads)
         y[ny] = malloc((size_t)M * N * 4);
         lvy[ny] = lv[l];
         CHECK_OK(sh_qweight_matmul(x, M, qw, bias, y[ny++], nthreads, &err), &err);
+        if (qw->packed && lv[l] == SH_CPU_LEVEL_AVX512) { /* 4 rows at a time = row by row, bit for bit */
+            float *y1 = malloc((size_t)N * 4);
+            for (int64_t m = 0; m < M; m++) {
+                CHECK_OK(sh_qweight_matmul(x + m * K, 1, qw, bias, y1, 1, &err), &err);
+                CHECK_MSG(!memcmp(y1, y[ny - 1] + m * N, (size_t)N * 4), "%s M %d row %lld: the 4-row kernel differs",
+                          sh_format_get(f)->name, M, (long long)m);
+            }
+            free(y1);
+        }
         if (qw->packed) /* the packed layout read by the portable and the AVX2 reader too */
             for (int rl = SH_CPU_REF; rl <= SH_CPU_LEVEL_AVX2 && rl <= sh_cpu_level(); rl++) {
                 setenv("SHRINK_CPU", rl ? "avx2" : "ref", 1);

@@ -373,7 +373,10 @@ int sh_qweight_new(const void *W, sh_format wf, int64_t N, int64_t K, int level,
 
 int sh_qrows4_supported(sh_format wf)
 {
-    return sh_cpu_level() == SH_CPU_LEVEL_AVX512 && (wf == SH_Q4_0 || wf == SH_Q4_1 || wf == SH_LOG4 || wf == SH_Q8_0);
+    /* every granularity (32, 64, 128, per row, per tensor) of these bases */
+    int b = sh_qbase_format(wf, NULL);
+    if (b < 0) b = sh_qrows_base(wf, NULL);
+    return sh_cpu_level() == SH_CPU_LEVEL_AVX512 && (b == SH_Q4_0 || b == SH_Q4_1 || b == SH_LOG4 || b == SH_Q8_0);
 }
 
 typedef struct prow_args {

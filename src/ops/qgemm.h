@@ -210,8 +210,9 @@ void sh_qpacked_rows_avx512(const sh_qweight *w, int64_t g0, int64_t g1, const s
                             const int32_t *ioff, const float *da, const float *dsa, const float *bias, float *y);
 /* The same for 4 activation rows at once (row r's blocks at xq + r * ldb,
  * ioff / da / dsa likewise; output row r at y + r * ldy): each weight chunk
- * is unpacked once for the 4 rows.  Formats with one f16 scale per 32
- * (q8_0, q4_0, q4_1, log4); returns 0 (nothing done) for the others. */
+ * is unpacked once for the 4 rows.  q8_0, q4_0, q4_1 and log4 at every
+ * granularity (32, 64, 128, per row, per tensor); returns 0 (nothing done)
+ * for the others. */
 /* 1 if rows of weight format wf run 4 activation rows at a time here (the
  * CPU level is avx512 and wf one of the formats above): Gemm prefers that
  * to unpacking the weight to f32 for a batch of rows. */

@@ -695,11 +695,80 @@ static inline __attribute__((always_inline)) void pk4(const sh_qweight *w, int b
     }
 }
 
+/* pkg for 4 activation rows: one scale per gblk > 1 blocks (_g64 / _g128,
+ * _ch / _t), each weight chunk unpacked once for the 4 rows; the sums in
+ * pkg's order (two chains per scale group), so each row gets pkg's result. */
+static inline __attribute__((always_inline)) void pkg4(const sh_qweight *w, int bits, int asym, int islog, int f32s,
+                                                       int64_t g0, int64_t g1, const sh_block_q8_0 *xq,
+                                                       const int32_t *ioff, const float *da, const float *dsa,
+                                                       int64_t ldb, const float *bias, float *y, int64_t ldy)
+{
+    const int64_t nb = w->K / SH_QK, gb = w->gblk, nsg = nb / gb, chunk = w->chunk, hdr = w->hdr, cb = w->cb;
+    const int64_t spc = w->spc, nch = (nsg + spc - 1) / spc;
+    for (int64_t g = g0; g < g1; g++) {
+        const uint8_t *G = (const uint8_t *)w->data + g * nch * chunk;
+        __m512 acc[4], accm[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) acc[r] = accm[r] = _mm512_setzero_ps();
+        for (int64_t sg = 0; sg < nsg; sg++) {
+            const uint8_t *ch = G + sg / spc * chunk;
+            const uint8_t *sc = ch + sg % spc * hdr, *cd = ch + spc * hdr + sg % spc * gb * cb;
+            const int64_t b0 = sg * gb;
+            __m512 ga[4], gb2[4];
+            float gs[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++) ga[r] = gb2[r] = _mm512_setzero_ps();
+            for (int64_t j = 0; j < gb; j++) {
+                const uint8_t *a[4];
+                int32_t io[4];
+                __m512i dot[4];
+                int64_t b = b0 + j;
+                int second = (j & 1) && j + 1 <= gb - (gb & 1); /* pkg: pairs (j, j+1) in two chains */
+#pragma GCC unroll 4
+                for (int r = 0; r < 4; r++) a[r] = (const uint8_t *)xq[r * ldb + b].qs, io[r] = ioff[r * ldb + b];
+                for (int64_t o = 0; o < cb; o += 64) _mm_prefetch((const char *)(cd + j * cb + PF_AHEAD + o), _MM_HINT_T0);
+                pdot4(cd + j * cb, bits, islog, a, io, dot);
+#pragma GCC unroll 4
+                for (int r = 0; r < 4; r++) {
+                    __m512 t = _mm512_cvtepi32_ps(dot[r]);
+                    if (second) gb2[r] = _mm512_fmadd_ps(t, _mm512_set1_ps(da[r * ldb + b]), gb2[r]);
+                    else ga[r] = _mm512_fmadd_ps(t, _mm512_set1_ps(da[r * ldb + b]), ga[r]);
+                }
+                if (asym && (j & 1) && j + 1 <= gb - (gb & 1))
+#pragma GCC unroll 4
+                    for (int r = 0; r < 4; r++) gs[r] += dsa[r * ldb + b - 1] + dsa[r * ldb + b];
+                else if (asym && j + 1 > gb - (gb & 1))
+#pragma GCC unroll 4
+                    for (int r = 0; r < 4; r++) gs[r] += dsa[r * ldb + b];
+            }
+            __m512 d = f32s ? _mm512_loadu_ps(sc) : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)sc));
+            __m512 m = asym ? (f32s ? _mm512_loadu_ps(sc + 64) : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sc + 32))))
+                            : d;
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++) {
+                acc[r] = _mm512_fmadd_ps(_mm512_add_ps(ga[r], gb2[r]), d, acc[r]);
+                if (asym) accm[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(gs[r]), accm[r]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) pstore(w, g, acc[r], accm[r], bias, y + r * ldy);
+    }
+}
+
 int sh_qpacked_rows4_avx512(const sh_qweight *w, int64_t g0, int64_t g1, const sh_block_q8_0 *xq,
                             const int32_t *ioff, const float *da, const float *dsa, int64_t ldb, const float *bias,
                             float *y, int64_t ldy)
 {
-    if (w->gblk > 1 || w->f32s) return 0;
+    if (w->gblk > 1 || w->f32s) {
+        int f = w->f32s;
+        switch (w->base) {
+        case SH_Q4_0: f ? pkg4(w, 4, 0, 0, 1, g0, g1, xq, ioff, da, dsa, ldb, bias, y, ldy) : pkg4(w, 4, 0, 0, 0, g0, g1, xq, ioff, da, dsa, ldb, bias, y, ldy); return 1;
+        case SH_Q4_1: f ? pkg4(w, 4, 1, 0, 1, g0, g1, xq, ioff, da, dsa, ldb, bias, y, ldy) : pkg4(w, 4, 1, 0, 0, g0, g1, xq, ioff, da, dsa, ldb, bias, y, ldy); return 1;
+        case SH_LOG4: f ? pkg4(w, 4, 0, 1, 1, g0, g1, xq, ioff, da, dsa, ldb, bias, y, ldy) : pkg4(w, 4, 0, 1, 0, g0, g1, xq, ioff, da, dsa, ldb, bias, y, ldy); return 1;
+        case SH_Q8_0: f ? pkg4(w, 8, 0, 0, 1, g0, g1, xq, ioff, da, dsa, ldb, bias, y, ldy) : pkg4(w, 8, 0, 0, 0, g0, g1, xq, ioff, da, dsa, ldb, bias, y, ldy); return 1;
+        default: return 0;
+        }
+    }
     switch (w->wf) {
     case SH_Q4_0: pk4(w, 4, 0, 0, g0, g1, xq, ioff, da, dsa, ldb, bias, y, ldy); return 1;
     case SH_Q4_1: pk4(w, 4, 1, 0, g0, g1, xq, ioff, da, dsa, ldb, bias, y, ldy); return 1;
