@@ -21,6 +21,7 @@ cat > "$T/helper.c" <<'C'
 #include <stdlib.h>
 #include <string.h>
 #include "shrink.h"
+#include "ort_compare.h"
 static sh_error err;
 static void f32i(sh_graph *g, const char *n, int nd, const int64_t *s, const float *v)
 { sh_tensor *t = sh_tensor_new(SH_F32, nd, s, &err); for (int64_t i = 0; i < sh_tensor_numel(t); i++) sh_f32(t)[i] = v[i]; sh_graph_add_init(g, n, t, &err); }
@@ -38,18 +39,7 @@ static int node(sh_graph *g, const char *op, const char *name, int n, const char
 { return sh_graph_add_node(g, op, name, n, in, 1, &out, &err); }
 int main(int argc, char **argv)
 {
-    if (argc == 5 && !strcmp(argv[1], "compare")) { /* compare shrink.pb ort.bin tol */
-        sh_tensor *a = NULL; char *nm = NULL;
-        if (sh_tensorproto_load(argv[2], &a, &nm, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
-        FILE *f = fopen(argv[3], "rb"); if (!f) return 1;
-        int64_t n = sh_tensor_numel(a); float *b = malloc(sizeof(float) * (size_t)n + 4);
-        size_t got = fread(b, sizeof(float), (size_t)n + 1, f); fclose(f);
-        if ((int64_t)got != n) { fprintf(stderr, "ORT output has %zu values, shrink %lld\n", got, (long long)n); return 1; }
-        double md = 0, mx = 0; for (int64_t i = 0; i < n; i++) { double d = fabs(sh_f32(a)[i] - b[i]); md = d > md ? d : md; mx = fabs(b[i]) > mx ? fabs(b[i]) : mx; }
-        printf("%s: %lld values, max |shrink - ort| %.6g (max |ort| %.4g)\n", argv[2], (long long)n, md, mx);
-        sh_tensor_free(a); free(nm); free(b);
-        return md <= atof(argv[4]) ? 0 : 1;
-    }
+    if (argc == 5 && !strcmp(argv[1], "compare")) return ort_compare(argv[2], argv[3], atof(argv[4])); /* shrink.pb ort.bin tol */
     const char *dir = argv[1]; char p[1024];
     sh_graph *g = sh_graph_new("int8"); g->opset = 13;
     sh_graph_add_input(g, "x", SH_F32, 4, (int64_t[]){4, 2, 8, 8}, &err);
@@ -101,7 +91,7 @@ C
 SAN_FLAGS=""
 nm "$LIB" 2>/dev/null | grep -q __asan_ && SAN_FLAGS="-fsanitize=address,undefined"
 BLAS=/usr/lib/x86_64-linux-gnu/openblas-openmp
-cc -std=c11 -D_GNU_SOURCE -Iinclude $SAN_FLAGS -o "$T/helper" "$T/helper.c" "$LIB" -fopenmp -lprotobuf-c \
+cc -std=c11 -D_GNU_SOURCE -Iinclude -Itests/cli $SAN_FLAGS -o "$T/helper" "$T/helper.c" "$LIB" -fopenmp -lprotobuf-c \
    -L$BLAS -Wl,-rpath,$BLAS -lopenblas -lz -lm -lpthread 2>"$T/cc.err" || { cat "$T/cc.err"; echo "skip: cannot build the helper"; exit 77; }
 fails=0
 "$T/helper" "$T" || { echo "FAIL: helper"; exit 1; }
