@@ -214,6 +214,38 @@ TEST(int8_static_save_reload_identical)
     free_images(d);
 }
 
+/* QLinearConv picks its thread count by timing (the first 16 calls at a
+ * shape alternate nthreads and 1 thread): the outputs are the same bits
+ * before, during and after the choice. */
+TEST(int8_conv_thread_choice_same_outputs)
+{
+    sh_error err = {0};
+    sh_graph *g = NULL, *q = NULL;
+    CHECK_OK(sh_model_build("cnn", 4, &g, &err), &err);
+    sh_dataset *d = fake_images(8, 5);
+    sh_quant_opts o = {.mode = SH_QMODE_STATIC, .calib = d, .calib_samples = 8};
+    CHECK_OK(sh_quantize(g, &o, &q, NULL, &err), &err);
+    sh_program *p = NULL;
+    sh_run_opts ro = {.nthreads = 2};
+    int64_t xs[4] = {1, 1, 28, 28};
+    sh_tensor *x = sh_tensor_view(SH_F32, 4, xs, d->x, &err);
+    float first[10];
+    CHECK_OK(q ? sh_program_new(q, &ro, &p, &err) : SH_EINVAL, &err);
+    for (int i = 0; p && x && i < 24; i++) {
+        const sh_tensor *in[1] = {x};
+        CHECK_OK(sh_program_run(p, in, 1, &err), &err);
+        const sh_tensor *y = sh_program_output(p, 0);
+        if (!y || sh_tensor_numel(y) != 10) break;
+        if (!i) memcpy(first, y->data, sizeof first);
+        else CHECK_MSG(!memcmp(first, y->data, sizeof first), "run %d differs from run 0", i);
+    }
+    sh_program_free(p);
+    sh_tensor_free(x);
+    sh_graph_free(q);
+    sh_graph_free(g);
+    free_images(d);
+}
+
 TEST(int8_dynamic_mlp_and_conv_note)
 {
     sh_error err = {0};

@@ -132,6 +132,12 @@ typedef struct sh_qstate {
     uint32_t mult_bsum;
     float mult_key[3];     /* a_scale, y_scale, alpha */
     int mult_yf;
+    /* QLinearConv (qlinear_conv.c): threads chosen by timing, for a given
+     * number of output positions: the first calls alternate nthreads and 1
+     * thread (the results are the same bits), then the faster is kept */
+    int tune_calls, tune_nt;
+    int64_t tune_rows;
+    double tune_t[2];
     /* per-call multipliers / bias (sh_qstate_mb): kept between calls so that
      * a call does not allocate */
     void *mb;

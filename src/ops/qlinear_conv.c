@@ -707,9 +707,31 @@ int sh_qlinear_conv_run(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_ten
     int32_t *b0 = (int32_t *)(mult + g.M);
     for (int64_t m = 0; m < g.M; m++) b0[m] = g.bias ? ((const int32_t *)g.bias->data)[m] : 0;
     int nt = k->nthreads > 0 ? k->nthreads : 1;
+    /* more threads only where they pay on this machine: the first 16 calls
+     * at a shape alternate nt and 1 thread (identical results), then the
+     * faster (best of 8 each) is kept.  A two-thread region costs ~2.5 us on
+     * some hosts (bench/omp_overhead.c), more than a 7-25 us layer gains */
+    int64_t rows = g.w.N * g.OHW;
+    int tuning = 0;
+    double t0 = 0.0;
+    if (nt > 1 && k->state) {
+        if (st->tune_rows != rows) st->tune_rows = rows, st->tune_calls = 0, st->tune_nt = 0;
+        if (st->tune_nt) nt = st->tune_nt;
+        else {
+            tuning = 1;
+            if (st->tune_calls & 1) nt = 1;
+            t0 = sh_now();
+        }
+    }
     if (st->dw) rc = qconv_tinyk(k, &g, st, mult, out[0]->data, nt);
     else if (st->fast) rc = qconv_fast(k, &g, st, mult, out[0]->data, nt);
     else qconv_direct(&g, st->wi, mult, out[0]->data, nt);
+    if (tuning && !rc) {
+        double dt = sh_now() - t0;
+        int i = st->tune_calls & 1;
+        if (st->tune_calls < 2 || dt < st->tune_t[i]) st->tune_t[i] = dt;
+        if (++st->tune_calls >= 16) st->tune_nt = st->tune_t[1] <= st->tune_t[0] ? 1 : k->nthreads;
+    }
     return rc;
 }
 
