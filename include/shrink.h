@@ -316,6 +316,10 @@ int sh_graph_infer_shapes(sh_graph *g, const sh_tensor *const *inputs, sh_error 
 /* Count of parameters (elements of float initializers) and their bytes. */
 int64_t sh_graph_param_count(const sh_graph *g);
 int64_t sh_graph_param_bytes(const sh_graph *g);
+/* 1 if g takes tokens: one graph input of rank 2 in i32 / i64 ([B, T]);
+ * *batch and *len get its declared dims, 0 where dynamic (an ONNX export
+ * with a static shape has both).  0 (and both 0) otherwise. */
+int sh_graph_token_dims(const sh_graph *g, int64_t *batch, int64_t *len);
 
 /* Inference rewrites, in place (src/graph/optimize.c).  Each returns SH_OK
  * (also when nothing matched) and leaves graph inputs, outputs and their

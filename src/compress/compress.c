@@ -53,24 +53,18 @@ int sh_prunable_layers(const sh_graph *g, sh_layer **out, int *n, sh_error *err)
     return SH_OK;
 }
 
-static const sh_value *token_input(const sh_graph *g)
-{
-    if (!g || g->n_inputs != 1) return NULL;
-    const sh_value *v = &g->values[g->inputs[0]];
-    return v->ndim == 2 && (v->fmt == SH_I64 || v->fmt == SH_I32) ? v : NULL;
-}
-
 int64_t sh_token_len(const sh_graph *g, int64_t seq_len, int64_t dflt)
 {
-    const sh_value *v = token_input(g);
-    if (seq_len > 0) return seq_len;
-    return v && v->shape[1] > 0 ? v->shape[1] : dflt;
+    int64_t b, t;
+    sh_graph_token_dims(g, &b, &t);
+    return seq_len > 0 ? seq_len : t > 0 ? t : dflt;
 }
 
 int64_t sh_token_batch(const sh_graph *g)
 {
-    const sh_value *v = token_input(g);
-    return v && v->shape[0] > 0 ? v->shape[0] : 0;
+    int64_t b, t;
+    sh_graph_token_dims(g, &b, &t);
+    return b;
 }
 
 int sh_name_in_list(const char *list, const char *a, const char *b)

@@ -46,7 +46,8 @@ static int model_seq_len(const sh_graph *g)
 {
     sh_llama_config c;
     sh_error e = {0};
-    if (sh_token_len(g, 0, 0) > 0) return (int)sh_token_len(g, 0, 0); /* a fixed-shape export */
+    int64_t fixed = sh_token_len(g, 0, 0); /* a fixed-shape export */
+    if (fixed > 0) return (int)fixed;
     if (sh_llama_config_of(g, &c, &e) == SH_OK && c.seq_len > 0) return c.seq_len;
     const char *s = sh_graph_get_meta(g, "seq_len");
     if (s && atoi(s) > 1) return atoi(s);

@@ -191,11 +191,11 @@ done:
  * fixed input shape [B, T]: one run of that shape. */
 static int lm_latency(sh_graph *g, const sh_eval_opts *o, sh_eval_report *rep, sh_error *err)
 {
-    if (g->n_inputs != 1) return SH_OK;
+    int64_t fb, ft;
+    if (!sh_graph_token_dims(g, &fb, &ft)) return SH_OK;
     const sh_value *v = &g->values[g->inputs[0]];
-    if (v->ndim != 2 || (v->fmt != SH_I64 && v->fmt != SH_I32)) return SH_OK;
     /* a fixed input shape (an ONNX export without a KV cache) runs as it is */
-    int64_t shape[2] = {v->shape[0] > 0 ? v->shape[0] : 1, v->shape[1] > 0 ? v->shape[1] : 1};
+    int64_t shape[2] = {fb > 0 ? fb : 1, ft > 0 ? ft : 1};
     sh_run_opts ro = {.nthreads = o->nthreads};
     sh_program *p = NULL;
     sh_tensor *t = sh_tensor_new(v->fmt, 2, shape, err);

@@ -77,23 +77,11 @@ static int runner_run(lm_runner *r, const int *tokint, int64_t T, int64_t pos, c
     return runner_run_rows(r, NULL, tokint, 1, T, pos, logits, V, err);
 }
 
-/* The fixed dims of g's token input [B, T] (an ONNX export with a static
- * shape), 0 where dynamic or when the input is not tokens. */
-static void fixed_tokens(const sh_graph *g, int64_t *B, int64_t *T)
-{
-    *B = *T = 0;
-    if (g->n_inputs != 1) return;
-    const sh_value *v = &g->values[g->inputs[0]];
-    if (v->ndim != 2 || (v->fmt != SH_I64 && v->fmt != SH_I32)) return;
-    *B = v->shape[0] > 0 ? v->shape[0] : 0;
-    *T = v->shape[1] > 0 ? v->shape[1] : 0;
-}
-
 static int model_seq_len(const sh_graph *g, const sh_eval_opts *o)
 {
     if (o && o->seq_len > 0) return o->seq_len;
     int64_t fb, ft;
-    fixed_tokens(g, &fb, &ft);
+    sh_graph_token_dims(g, &fb, &ft);
     if (ft > 1) return (int)ft;
     sh_llama_config c;
     sh_error e = {0};
@@ -203,7 +191,7 @@ static int lm_drive(sh_graph *ga, sh_graph *gb, const sh_dataset *d, const sh_ev
      * windows padded with token 0 after their end (causal: the scored
      * positions do not see the padding), missing rows padded likewise */
     int64_t FB, FT;
-    fixed_tokens(ga, &FB, &FT);
+    sh_graph_token_dims(ga, &FB, &FT);
     if (FB > 0) maxb = FB;
     int32_t *padbuf = NULL;
     typedef struct pend {

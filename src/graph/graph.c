@@ -438,6 +438,17 @@ int64_t sh_graph_param_count(const sh_graph *g)
     return n;
 }
 
+int sh_graph_token_dims(const sh_graph *g, int64_t *batch, int64_t *len)
+{
+    *batch = *len = 0;
+    if (!g || g->n_inputs != 1) return 0;
+    const sh_value *v = &g->values[g->inputs[0]];
+    if (v->ndim != 2 || (v->fmt != SH_I64 && v->fmt != SH_I32)) return 0;
+    *batch = v->shape[0] > 0 ? v->shape[0] : 0;
+    *len = v->shape[1] > 0 ? v->shape[1] : 0;
+    return 1;
+}
+
 int64_t sh_graph_param_bytes(const sh_graph *g)
 {
     int64_t n = 0;

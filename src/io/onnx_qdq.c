@@ -455,8 +455,8 @@ static int to_qdq_weight_only(builder *b, const sh_node *s, sh_error *err)
                               a->ndim, sh_attr_float(s, "beta", 1.0f));
             char tn[512], mm[512];
             snprintf(nm, sizeof nm, "%s_w_t", s->name);
-            bnode *t = b_node(b, "Transpose", "", nm, 1, &cur, 1, (const char *const[]){fresh(b, s->name, "_w_kn", tn, sizeof tn)});
-            (void)t; /* Transpose without perm reverses the two axes */
+            /* Transpose without perm reverses the two axes */
+            b_node(b, "Transpose", "", nm, 1, &cur, 1, (const char *const[]){fresh(b, s->name, "_w_kn", tn, sizeof tn)});
             const char *in[2] = {vname(g, s->in[0]), tn};
             const char *mo = *cin ? fresh(b, s->name, "_mm", mm, sizeof mm) : f;
             snprintf(nm, sizeof nm, "%s_matmul", s->name);

@@ -34,17 +34,22 @@ typedef struct sh_kctx {
  * default), otherwise on the calling thread without entering libgomp at
  * all.  `#pragma omp parallel for if (cond)` still starts a one-thread team
  * when cond is false, which costs about a microsecond: more than an
- * elementwise op on a 64-wide vector (small-model decode). */
-#define SH_PAR_FOR(cond, nthreads, ...)                                                                   \
+ * elementwise op on a 64-wide vector (small-model decode).
+ * SH_PAR_FOR_S(cond, nthreads, clauses, for-loop): the same with other
+ * clauses of the `omp parallel for`, e.g. schedule(dynamic, 2). */
+#define SH_PRAGMA_(x) _Pragma(#x)
+#define SH_PRAGMA(x) SH_PRAGMA_(x)
+#define SH_PAR_FOR_S(cond, nthreads, clauses, ...)                                                        \
     do {                                                                                                  \
         int sh_pf_nt_ = (nthreads);                                                                       \
         if ((cond) && sh_pf_nt_ != 1) {                                                                   \
             if (sh_pf_nt_ <= 0) sh_pf_nt_ = omp_get_max_threads();                                       \
-            _Pragma("omp parallel for num_threads(sh_pf_nt_) schedule(static)") __VA_ARGS__               \
+            SH_PRAGMA(omp parallel for num_threads(sh_pf_nt_) clauses) __VA_ARGS__                        \
         } else {                                                                                          \
             __VA_ARGS__                                                                                   \
         }                                                                                                 \
     } while (0)
+#define SH_PAR_FOR(cond, nthreads, ...) SH_PAR_FOR_S(cond, nthreads, schedule(static), __VA_ARGS__)
 
 /* Grow-on-demand scratch memory owned by the runtime (valid during the call). */
 void *sh_kctx_scratch(sh_kctx *k, size_t bytes);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops/ops.h"
 #include "ops/qgemm.h"
 
 void sh_qgemm_b_free(sh_qgemm_b *b)
@@ -145,11 +146,9 @@ static void qrow_quant(const float *X, int64_t K, int64_t nb, int level, sh_bloc
 }
 
 /* Rows [n0, n0 + chunk) of W for every activation row. */
-static void qrow_task(const float *X, int64_t M, const void *W, sh_format wf, int64_t N, int64_t K, int64_t nb,
-                      int level, const sh_block_q8_0 *xq, const int32_t *xs, const float *bias, float *Y, int64_t n0,
-                      int64_t chunk)
+static void qrow_task(int64_t M, const void *W, sh_format wf, int64_t N, int64_t K, int64_t nb, int level,
+                      const sh_block_q8_0 *xq, const int32_t *xs, const float *bias, float *Y, int64_t n0, int64_t chunk)
 {
-    (void)X;
     int64_t n1 = n0 + chunk < N ? n0 + chunk : N;
     for (int64_t m = 0; m < M; m++) {
         const sh_block_q8_0 *q = xq + m * nb;
@@ -185,19 +184,12 @@ int sh_qmatmul(const float *X, int64_t M, const void *W, sh_format wf, int64_t N
         return sh_err(err, SH_ENOMEM, "qmatmul: out of memory");
     }
     int nt = nthreads > 0 ? nthreads : omp_get_max_threads();
-    if (nt > 1 && M * N * K >= QPAR_MIN) {
-#pragma omp parallel for schedule(static) num_threads(nt) if (M > 1)
-        for (int64_t m = 0; m < M; m++) qrow_quant(X, K, nb, level, xq, xs, m);
-    } else
-        for (int64_t m = 0; m < M; m++) qrow_quant(X, K, nb, level, xq, xs, m);
+    SH_PAR_FOR(M > 1 && M * N * K >= QPAR_MIN, nt, for (int64_t m = 0; m < M; m++) qrow_quant(X, K, nb, level, xq, xs, m););
     /* chunks of rows of W per task; each task runs every activation row so a
      * chunk of W is read once from memory */
     int64_t chunk = 64, tc = (N + chunk - 1) / chunk;
-    if (tc > 1 && nt > 1 && M * N * K >= QPAR_MIN) {
-#pragma omp parallel for schedule(dynamic, 4) num_threads(nt)
-        for (int64_t t = 0; t < tc; t++) qrow_task(X, M, W, wf, N, K, nb, level, xq, xs, bias, Y, t * chunk, chunk);
-    } else /* no OpenMP team: entering one costs more than a small product */
-        for (int64_t t = 0; t < tc; t++) qrow_task(X, M, W, wf, N, K, nb, level, xq, xs, bias, Y, t * chunk, chunk);
+    SH_PAR_FOR_S(tc > 1 && M * N * K >= QPAR_MIN, nt, schedule(dynamic, 4),
+                 for (int64_t t = 0; t < tc; t++) qrow_task(M, W, wf, N, K, nb, level, xq, xs, bias, Y, t * chunk, chunk););
     if (!small) free(xq), free(xs);
     return SH_OK;
 }
@@ -451,11 +443,7 @@ int sh_qweight_matmul(const float *X, int64_t M, const sh_qweight *w, const floa
     }
     int64_t gc = 4, tc = (ng + gc - 1) / gc; /* 64 rows per task */
     prow_args a = {w, M, N, nb, gc, ng, fast, avx2, xq, xs, ioff, da, dsa, bias, Y};
-    if (tc > 1 && nt > 1 && M * N * K >= QPAR_MIN) {
-#pragma omp parallel for schedule(dynamic, 2) num_threads(nt)
-        for (int64_t t = 0; t < tc; t++) prow_task(&a, t);
-    } else /* no OpenMP team at all: entering one costs more than this product */
-        for (int64_t t = 0; t < tc; t++) prow_task(&a, t);
+    SH_PAR_FOR_S(tc > 1 && M * N * K >= QPAR_MIN, nt, schedule(dynamic, 2), for (int64_t t = 0; t < tc; t++) prow_task(&a, t););
     if (!small) free(xq), free(xs), free(da);
     return SH_OK;
 }

@@ -126,11 +126,7 @@ static void epi_tile(const sh_qepi_k *e, const int32_t *tile, int64_t ldt, int64
     }
 }
 
-/* One row of A (a GEMV: transformer decode, batch-1 classifiers) against
- * columns [n0, n1): no packing of A into MR-row tiles (5 of 6 rows would be
- * zeros), each panel's k-groups in two accumulator chains, 4 panels at a
- * time.  The same integer sums as the tiled path. */
-/* np panels (16 columns each) of the GEMV: accumulators in registers when
+/* np panels (16 columns each) of gemv_row: accumulators in registers when
  * np is the constant NP (the loops unroll), two chains per panel. */
 static inline __attribute__((always_inline)) void gemv_panels(const uint8_t *a, uint32_t xx, uint32_t tail, int64_t kf,
                                                               int64_t kg, const int8_t *bp, int64_t pstride, int np,
@@ -162,6 +158,9 @@ static inline __attribute__((always_inline)) void gemv_panels(const uint8_t *a, 
     for (int q = 0; q < np; q++) _mm512_store_si512(tile + 16 * q, _mm512_add_epi32(c0[q], c1[q]));
 }
 
+/* One row of A (a GEMV: transformer decode, batch-1 classifiers) against
+ * columns [n0, n1): no packing of A into MR-row tiles (5 of 6 rows would be
+ * zeros), 4 panels at a time.  The same integer sums as the tiled path. */
 static void gemv_row(const uint8_t *a, uint8_t x, int64_t m, int64_t n0, int64_t n1, const sh_qgemm_b *B,
                      const sh_qepi_k *e, void *C, int64_t ldc)
 {
@@ -579,8 +578,8 @@ static inline __attribute__((always_inline)) void pstore(const sh_qweight *w, in
 /* One scale per 32 (gblk 1): chunks of (16 rows, spc x 32 k), scales
  * interleaved with the codes in one stream; spc = 2 for the 32-byte f16
  * scales of the symmetric formats (two blocks' scales share 64 bytes, so the
- * codes stay 64-byte aligned: q4_0 288-byte chunks straddled cache lines and
- * ran at 0.6x the per-channel rows' GB/s) */
+ * codes stay 64-byte aligned; q4_0's former 288-byte chunks straddled cache
+ * lines: 4096^2 GEMV in cache 55-59 -> 65-66 GB/s) */
 static inline __attribute__((always_inline)) void pk(const sh_qweight *w, int bits, int asym, int islog, int64_t g0,
                                                      int64_t g1, const sh_block_q8_0 *xq, const int32_t *ioff,
                                                      const float *da, const float *dsa, const float *bias, float *y)
@@ -723,7 +722,9 @@ static inline __attribute__((always_inline)) void pkg4(const sh_qweight *w, int 
                 int32_t io[4];
                 __m512i dot[4];
                 int64_t b = b0 + j;
-                int second = (j & 1) && j + 1 <= gb - (gb & 1); /* pkg: pairs (j, j+1) in two chains */
+                /* pkg's order: pairs (j even, j + 1) in two chains, a last
+                 * unpaired block (gb odd: an even j) in the first */
+                int second = j & 1;
 #pragma GCC unroll 4
                 for (int r = 0; r < 4; r++) a[r] = (const uint8_t *)xq[r * ldb + b].qs, io[r] = ioff[r * ldb + b];
                 for (int64_t o = 0; o < cb; o += 64) _mm_prefetch((const char *)(cd + j * cb + PF_AHEAD + o), _MM_HINT_T0);
@@ -734,12 +735,9 @@ static inline __attribute__((always_inline)) void pkg4(const sh_qweight *w, int 
                     if (second) gb2[r] = _mm512_fmadd_ps(t, _mm512_set1_ps(da[r * ldb + b]), gb2[r]);
                     else ga[r] = _mm512_fmadd_ps(t, _mm512_set1_ps(da[r * ldb + b]), ga[r]);
                 }
-                if (asym && (j & 1) && j + 1 <= gb - (gb & 1))
+                if (asym && (second || j == gb - 1))
 #pragma GCC unroll 4
-                    for (int r = 0; r < 4; r++) gs[r] += dsa[r * ldb + b - 1] + dsa[r * ldb + b];
-                else if (asym && j + 1 > gb - (gb & 1))
-#pragma GCC unroll 4
-                    for (int r = 0; r < 4; r++) gs[r] += dsa[r * ldb + b];
+                    for (int r = 0; r < 4; r++) gs[r] += second ? dsa[r * ldb + b - 1] + dsa[r * ldb + b] : dsa[r * ldb + b];
             }
             __m512 d = f32s ? _mm512_loadu_ps(sc) : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)sc));
             __m512 m = asym ? (f32s ? _mm512_loadu_ps(sc + 64) : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sc + 32))))

@@ -169,8 +169,7 @@ uint32_t sh_qchecksum(const void *data, size_t bytes)
      * four independent hash lanes in registers so the multiplies overlap
      * (it runs at every call of a node, batch 1 included) */
     const uint8_t *b = data;
-    uint32_t s[4] = {(uint32_t)bytes, 0x85EBCA6Bu, 0xC2B2AE35u, 0x27D4EB2Fu};
-    uint32_t h0 = s[0], h1 = s[1], h2 = s[2], h3 = s[3];
+    uint32_t h0 = (uint32_t)bytes, h1 = 0x85EBCA6Bu, h2 = 0xC2B2AE35u, h3 = 0x27D4EB2Fu;
     size_t nw = bytes / 4, runs = nw <= 256 ? 1 : 8, len = nw <= 256 ? nw : 16;
     for (size_t r = 0; r < runs; r++) {
         const uint8_t *p = b + 4 * (runs == 1 ? 0 : r * (nw - 16) / 7);
@@ -186,8 +185,7 @@ uint32_t sh_qchecksum(const void *data, size_t bytes)
             qmix(&h0, u);
         }
     }
-    s[0] = h0, s[1] = h1, s[2] = h2, s[3] = h3;
-    uint32_t r = s[0] ^ (s[1] * 3u) ^ (s[2] * 5u) ^ (s[3] * 7u);
+    uint32_t r = h0 ^ (h1 * 3u) ^ (h2 * 5u) ^ (h3 * 7u);
     for (size_t i = nw * 4; i < bytes; i++) r = (r ^ b[i]) * 0x9E3779B1u;
     return r ^ (r >> 16);
 }

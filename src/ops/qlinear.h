@@ -125,7 +125,7 @@ typedef struct sh_qstate {
     void *ws;
     size_t ws_bytes;
     /* QGemm (qlinear_gemm.c): the requantization multipliers of the last
-     * call stay in the workspace while this key is unchanged */
+     * call stay in mb (below) while this key is unchanged */
     int mult_ok;
     int64_t mult_n;
     const float *mult_bscale;

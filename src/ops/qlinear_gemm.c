@@ -271,15 +271,15 @@ int sh_qgemm_node_run(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tenso
     size_t qa_b = g.dynamic ? (size_t)(M * K + 64) / 64 * 64 : 0;
     int64_t rb = 256; /* rows per epilogue block */
     size_t acc_b = sizeof(int32_t) * (size_t)((M < rb ? M : rb) * N) * (size_t)nt + 64;
-    size_t mult_b = sizeof(float) * (size_t)N + 64;
-    size_t ws_was = st->ws_bytes;
-    char *ws = sh_qstate_ws(st, qa_b + acc_b + mult_b + 128);
+    char *ws = sh_qstate_ws(st, qa_b + acc_b + 128);
     if (!ws) return sh_op_err(k, SH_ENOMEM, "out of memory for the workspace");
-    if (st->ws_bytes != ws_was) st->mult_ok = 0; /* a new workspace: multipliers gone */
-    /* the multipliers first: they stay at the same place between calls */
-    float *mult = (float *)ws;
-    uint8_t *qa = (uint8_t *)ws + (mult_b + 63) / 64 * 64;
-    int32_t *accs = (int32_t *)(ws + (mult_b + 63) / 64 * 64 + qa_b);
+    uint8_t *qa = (uint8_t *)ws;
+    int32_t *accs = (int32_t *)(ws + qa_b);
+    /* the multipliers live in the state's per-call buffer, kept between calls */
+    size_t mb_was = st->mb_bytes;
+    float *mult = sh_qstate_mb(st, sizeof(float) * (size_t)N);
+    if (!mult) return sh_op_err(k, SH_ENOMEM, "out of memory");
+    if (st->mb_bytes != mb_was) st->mult_ok = 0; /* a new buffer: the multipliers are gone */
     if (g.dynamic) {
         int32_t z;
         sh_qdynamic_params(A, M * K, &a_scale, &z);
@@ -295,7 +295,7 @@ int sh_qgemm_node_run(sh_kctx *k, const sh_tensor *const *in, int n_in, sh_tenso
         } else memset(qa, z, (size_t)(M * K));
         A = qa, af = SH_U8;
     }
-    /* the multipliers of the last call are still in the workspace when
+    /* the multipliers of the last call are still there when
      * nothing they depend on changed (static int8: every call after the
      * first; a decode step of a small model spent 10 % here) */
     int qy = g.yf == SH_U8 || g.yf == SH_I8;

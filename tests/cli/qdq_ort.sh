@@ -9,13 +9,7 @@
 # Exit 0 pass, 1 fail, 77 skip (no node / onnxruntime-node / compiler).
 set -u
 cd "$(dirname "$0")/../.."
-SH=${SHRINK:-$PWD/build/shrink}
-[ -x "$SH" ] || { echo "skip: $SH not built"; exit 77; }
-ORT=$PWD/bench/node_modules/onnxruntime-node
-command -v node >/dev/null && [ -d "$ORT" ] || { echo "skip: node or onnxruntime-node missing"; exit 77; }
-LIB=$(dirname "$SH")/libshrink.a
-[ -f "$LIB" ] || { echo "skip: $LIB missing"; exit 77; }
-T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+. tests/cli/ort_env.bash
 cat > "$T/helper.c" <<'C'
 #include <math.h>
 #include <stdlib.h>
@@ -88,11 +82,7 @@ int main(int argc, char **argv)
     return 0;
 }
 C
-SAN_FLAGS=""
-nm "$LIB" 2>/dev/null | grep -q __asan_ && SAN_FLAGS="-fsanitize=address,undefined"
-BLAS=/usr/lib/x86_64-linux-gnu/openblas-openmp
-cc -std=c11 -D_GNU_SOURCE -Iinclude -Itests/cli $SAN_FLAGS -o "$T/helper" "$T/helper.c" "$LIB" -fopenmp -lprotobuf-c \
-   -L$BLAS -Wl,-rpath,$BLAS -lopenblas -lz -lm -lpthread 2>"$T/cc.err" || { cat "$T/cc.err"; echo "skip: cannot build the helper"; exit 77; }
+ort_build_helper
 fails=0
 "$T/helper" "$T" || { echo "FAIL: helper"; exit 1; }
 "$SH" convert "$T/int8.onnx" -o "$T/qdq.onnx" --qdq >/dev/null || { echo "FAIL: convert --qdq"; exit 1; }

@@ -9,14 +9,8 @@
 # Exit 0 pass, 1 fail, 77 skip (no node / onnxruntime-node / compiler).
 set -u
 cd "$(dirname "$0")/../.."
-SH=${SHRINK:-$PWD/build/shrink}
-[ -x "$SH" ] || { echo "skip: $SH not built"; exit 77; }
-ORT=$PWD/bench/node_modules/onnxruntime-node
-command -v node >/dev/null && [ -d "$ORT" ] || { echo "skip: node or onnxruntime-node missing"; exit 77; }
-LIB=$(dirname "$SH")/libshrink.a
-[ -f "$LIB" ] || { echo "skip: $LIB missing"; exit 77; }
+. tests/cli/ort_env.bash
 GPT=tests/data/transformer/tiny_gpt.onnx GOLD=tests/data/transformer/golden.bin
-T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
 cat > "$T/helper.c" <<'C'
 #include <math.h>
 #include <stdio.h>
@@ -41,11 +35,7 @@ int main(int argc, char **argv)
     return 2;
 }
 C
-SAN_FLAGS=""
-nm "$LIB" 2>/dev/null | grep -q __asan_ && SAN_FLAGS="-fsanitize=address,undefined"
-BLAS=/usr/lib/x86_64-linux-gnu/openblas-openmp
-cc -std=c11 -D_GNU_SOURCE -Iinclude -Itests/cli $SAN_FLAGS -o "$T/helper" "$T/helper.c" "$LIB" -fopenmp -lprotobuf-c \
-   -L$BLAS -Wl,-rpath,$BLAS -lopenblas -lz -lm -lpthread 2>"$T/cc.err" || { cat "$T/cc.err"; echo "skip: cannot build the helper"; exit 77; }
+ort_build_helper
 "$T/helper" tokens "$GOLD" "$T/tokens.pb" || { echo "FAIL: tokens"; exit 1; }
 cat > "$T/ort.js" <<'JS'
 const path = require('path');
